@@ -1,0 +1,279 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a settable time source for tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func openTest(t *testing.T, dir string, c *clock) *Queue {
+	t.Helper()
+	opts := Options{}
+	if c != nil {
+		opts.Now = c.now
+	}
+	q, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}
+
+func enqueue(t *testing.T, q *Queue, body string, rcpts ...string) *Message {
+	t.Helper()
+	m := &Message{From: "sender@example.org"}
+	for _, r := range rcpts {
+		m.Recipients = append(m.Recipients, Recipient{Addr: r})
+	}
+	if err := q.Enqueue(context.Background(), m, bytes.NewBufferString(body)); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestSUB05_CommitIsDurableAndReadable(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir, nil)
+	w, err := q.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := "Subject: hi\r\n\r\nbody\r\n"
+	io.WriteString(w, body)
+	m := &Message{From: "a@example.org", DSNRet: "HDRS", DSNEnvID: "env1", RequireTLS: true,
+		Recipients: []Recipient{{Addr: "b@Example.COM", Notify: []string{"FAILURE"}, ORcpt: "rfc822;b@example.com"}}}
+	if err := w.Commit(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != w.ID() || m.Size != int64(len(body)) {
+		t.Fatalf("id/size not filled: %+v", m)
+	}
+	q.Close()
+
+	q2 := openTest(t, dir, nil)
+	got, err := q2.Get(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.From != "a@example.org" || got.DSNRet != "HDRS" || got.DSNEnvID != "env1" || !got.RequireTLS {
+		t.Fatalf("envelope not preserved: %+v", got)
+	}
+	r := got.Recipients[0]
+	if r.State != StateQueued || r.Notify[0] != "FAILURE" || r.ORcpt != "rfc822;b@example.com" || r.Domain() != "example.com" {
+		t.Fatalf("recipient not preserved: %+v", r)
+	}
+	f, err := q2.Body(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	if string(b) != body {
+		t.Fatalf("body = %q", b)
+	}
+}
+
+func TestRecoverRemovesOrphansAndDanglingRecords(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir, nil)
+	keep := enqueue(t, q, "keep", "x@example.com")
+	lost := enqueue(t, q, "lost", "y@example.com")
+	w, err := q.Create() // never committed: a crash mid-DATA
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "partial")
+	orphan := w.ID()
+	q.Close()
+	os.Remove(filepath.Join(dir, "spool", lost.ID))
+
+	q2 := openTest(t, dir, nil)
+	if _, err := os.Stat(filepath.Join(dir, "spool", orphan)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphaned spool file still there: %v", err)
+	}
+	if _, err := q2.Get(lost.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("record without body kept: %v", err)
+	}
+	if _, err := q2.Get(keep.ID); err != nil {
+		t.Errorf("good message lost: %v", err)
+	}
+}
+
+func TestLeaseRecordRetry(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	q := openTest(t, t.TempDir(), c)
+	m := enqueue(t, q, "b", "a@one.example", "b@two.example", "c@one.example")
+
+	leases, err := q.Lease(10)
+	if err != nil || len(leases) != 1 || len(leases[0].Rcpts) != 3 {
+		t.Fatalf("lease = %+v, %v", leases, err)
+	}
+	if again, _ := q.Lease(10); len(again) != 0 {
+		t.Fatalf("leased twice: %+v", again)
+	}
+	next := c.now().Add(5 * time.Minute)
+	got, err := q.Record(m.ID, Update{
+		Attempts: []Attempt{{Host: "mx.one.example", Result: "deferred", Reply: "451 try later"}},
+		Results: []Result{
+			{Rcpt: 0, State: StateDelivered},
+			{Rcpt: 1, State: StateFailed, Error: "550 no such user"},
+			{Rcpt: 2, State: StateDeferred, NextAttempt: next, Error: "451 try later"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Unlease(m.ID)
+	if got.Recipients[2].State != StateDeferred || got.Recipients[2].Attempts != 1 || len(got.Attempts) != 1 {
+		t.Fatalf("record: %+v", got)
+	}
+	if l, _ := q.Lease(10); len(l) != 0 {
+		t.Fatalf("deferred recipient leased before its time: %+v", l)
+	}
+	c.add(5 * time.Minute)
+	l, _ := q.Lease(10)
+	if len(l) != 1 || len(l[0].Rcpts) != 1 || l[0].Rcpts[0] != 2 {
+		t.Fatalf("lease after retry time = %+v", l)
+	}
+	if _, err := q.Record(m.ID, Update{Results: []Result{{Rcpt: 2, State: StateDelivered}}}); err != nil {
+		t.Fatal(err)
+	}
+	q.Unlease(m.ID)
+	if _, err := q.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("finished message still queued: %v", err)
+	}
+	if _, err := q.Body(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("finished message body still spooled: %v", err)
+	}
+}
+
+func TestHoldReleaseRetryDelete(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	q := openTest(t, t.TempDir(), c)
+	m := enqueue(t, q, "b", "a@one.example")
+	if n, err := q.Hold(m.ID); err != nil || n != 1 {
+		t.Fatalf("hold = %d, %v", n, err)
+	}
+	if l, _ := q.Lease(10); len(l) != 0 {
+		t.Fatalf("held message leased")
+	}
+	if n, err := q.Release(m.ID); err != nil || n != 1 {
+		t.Fatalf("release = %d, %v", n, err)
+	}
+	l, _ := q.Lease(10)
+	if len(l) != 1 {
+		t.Fatalf("released message not due")
+	}
+	q.Record(m.ID, Update{Results: []Result{{Rcpt: 0, State: StateDeferred, NextAttempt: c.now().Add(time.Hour)}}})
+	q.Unlease(m.ID)
+	if n, err := q.RetryWhere("ONE.example"); err != nil || n != 1 {
+		t.Fatalf("retry domain = %d, %v", n, err)
+	}
+	if l, _ := q.Lease(10); len(l) != 1 {
+		t.Fatalf("retried message not due")
+	}
+	q.Unlease(m.ID)
+	if err := q.Delete(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted message found")
+	}
+	if err := q.Delete(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if _, err := q.Get("../../etc/passwd"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("path-like id: %v", err)
+	}
+}
+
+func TestHeldRecipientStaysHeldWhenDeferred(t *testing.T) {
+	q := openTest(t, t.TempDir(), nil)
+	m := enqueue(t, q, "b", "a@one.example")
+	if _, err := q.Lease(1); err != nil {
+		t.Fatal(err)
+	}
+	q.Hold(m.ID) // operator holds while the attempt runs
+	got, err := q.Record(m.ID, Update{Results: []Result{{Rcpt: 0, State: StateDeferred, NextAttempt: time.Now()}}})
+	if err != nil || got.Recipients[0].State != StateHeld {
+		t.Fatalf("state = %v, %v", got.Recipients[0].State, err)
+	}
+}
+
+func TestConcurrentCommitsShareFsyncs(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir, nil)
+	const n = 200
+	sums := make(map[string][32]byte)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf("Message-ID: <%d@test>\r\n\r\n%s\r\n", i, bytes.Repeat([]byte("x"), i*37))
+			m := enqueue(t, q, body, "r@example.com")
+			mu.Lock()
+			sums[m.ID] = sha256.Sum256([]byte(body))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	q.Close()
+	q2 := openTest(t, dir, nil)
+	st, err := q2.Stats()
+	if err != nil || st.Messages != n || st.Recipients[StateQueued] != n || st.Domains["example.com"] != n {
+		t.Fatalf("stats = %+v, %v", st, err)
+	}
+	for id, want := range sums {
+		f, err := q2.Body(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		io.Copy(h, f)
+		f.Close()
+		if [32]byte(h.Sum(nil)) != want {
+			t.Fatalf("body of %s differs", id)
+		}
+	}
+}
+
+func TestSecondOpenFailsClearly(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, nil)
+	_, err := Open(dir, Options{})
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("already running")) {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestIDsSortByTime(t *testing.T) {
+	a := newID(time.UnixMilli(1000))
+	b := newID(time.UnixMilli(1001))
+	if !(a < b) || !validID(a) || !validID(b) {
+		t.Fatalf("%s !< %s", a, b)
+	}
+}
