@@ -1,0 +1,512 @@
+// Package intake is the relay's SMTP submission side: the go-smtp backend
+// that accepts mail from the mail servers the relay serves (trusted
+// networks or authenticated users), enforces limits, and hands each
+// message to the durable queue before answering 250.
+package intake
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/relaysec/relay/queue"
+)
+
+// TLS modes of a listener.
+const (
+	TLSNone     = "none"
+	TLSStartTLS = "starttls"
+	TLSImplicit = "implicit"
+)
+
+// AUTH modes of a listener.
+const (
+	AuthNone     = "none"
+	AuthOptional = "optional"
+	AuthRequired = "required"
+)
+
+// Options describe one SMTP listener.
+type Options struct {
+	Hostname string // greeting, Received header
+	Address  string // listen address, for logs
+	TLS      string // TLSNone, TLSStartTLS or TLSImplicit
+	Auth     string // AuthNone, AuthOptional or AuthRequired
+	// TrustedNetworks may relay without authenticating.
+	TrustedNetworks []netip.Prefix
+	// TLSConfig holds the certificate; required unless TLS is TLSNone.
+	TLSConfig *tls.Config
+	Users     *Users
+
+	MaxMessageBytes     int64
+	MaxRecipients       int
+	MaxLineLength       int
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	CommandTimeout      time.Duration
+	DataTimeout         time.Duration
+	// AuthFailureDelay slows down password guessing; zero means 1s.
+	AuthFailureDelay time.Duration
+
+	Logger *slog.Logger
+}
+
+// Server is one SMTP intake listener.
+type Server struct {
+	opts  Options
+	q     *queue.Queue
+	log   *slog.Logger
+	smtp  *smtp.Server
+	limit *connLimiter
+}
+
+// New returns an intake server that stores accepted mail in q.
+func New(q *queue.Queue, opts Options) (*Server, error) {
+	if opts.TLS != TLSNone && opts.TLSConfig == nil {
+		return nil, fmt.Errorf("listener %s: tls = %q needs a certificate", opts.Address, opts.TLS)
+	}
+	// RFC 4954 §4 / checklist SUB02: passwords only over TLS.
+	if opts.Auth != AuthNone && opts.TLS == TLSNone {
+		return nil, fmt.Errorf("listener %s: auth = %q needs TLS", opts.Address, opts.Auth)
+	}
+	if opts.AuthFailureDelay == 0 {
+		opts.AuthFailureDelay = time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		opts:  opts,
+		q:     q,
+		log:   log.With("listener", opts.Address),
+		limit: newConnLimiter(opts.MaxConnections, opts.MaxConnectionsPerIP),
+	}
+	srv := smtp.NewServer(s)
+	srv.Domain = opts.Hostname
+	srv.MaxMessageBytes = opts.MaxMessageBytes
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.MaxLineLength = opts.MaxLineLength
+	srv.ReadTimeout = opts.CommandTimeout
+	srv.WriteTimeout = opts.CommandTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.EnableREQUIRETLS = true // advertised by go-smtp over TLS only (RFC 8689 §4.1)
+	srv.EnableDSN = true
+	srv.ErrorLog = slogPrinter{s.log}
+	if opts.TLS == TLSStartTLS {
+		srv.TLSConfig = opts.TLSConfig
+	}
+	s.smtp = srv
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown. For an implicit-TLS
+// listener, ln is wrapped in TLS here.
+func (s *Server) Serve(ln net.Listener) error {
+	ln = s.limit.wrap(ln, s.opts.Hostname, s.opts.TLS != TLSImplicit, s.log)
+	if s.opts.TLS == TLSImplicit {
+		// The server's TLSConfig stays set so that go-smtp reports TLS
+		// state; STARTTLS is not offered on an already encrypted session.
+		s.smtp.TLSConfig = s.opts.TLSConfig
+		ln = tls.NewListener(ln, s.opts.TLSConfig)
+	}
+	err := s.smtp.Serve(ln)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits for sessions in progress
+// (a transaction in DATA finishes and is acknowledged) until ctx ends, then
+// closes what remains.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.smtp.Shutdown(ctx)
+	if err != nil {
+		s.smtp.Close()
+	}
+	return err
+}
+
+// NewSession implements smtp.Backend.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	remote := c.Conn().RemoteAddr()
+	ip := addrIP(remote)
+	sess := &session{
+		srv:     s,
+		conn:    c,
+		ip:      ip,
+		trusted: s.trusted(ip),
+		log:     s.log.With("client", remote.String()),
+	}
+	return sess, nil
+}
+
+func (s *Server) trusted(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range s.opts.TrustedNetworks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func addrIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// slogPrinter adapts slog to go-smtp's Logger.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) {
+	p.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (p slogPrinter) Println(v ...any) { p.log.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
+
+// Replies used by sessions.
+var (
+	errRelayDenied = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Relaying denied: this relay only accepts mail from its configured networks or authenticated users"}
+	errAuthFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Authentication required"}
+	errStartTLSFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Must issue a STARTTLS command first, then authenticate"}
+	errBadRcpt = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
+		Message: "Recipient address must be user@domain"}
+	errBadSender = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7},
+		Message: "Sender address must be user@domain or <>"}
+	errLineTooLong = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		Message: "Message has a line longer than this relay accepts"}
+	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Could not store the message, try again later"}
+	errDataTimeout = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+		Message: "Timeout while receiving the message"}
+	errRequireTLSNeedsTLS = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 10},
+		Message: "REQUIRETLS needs an encrypted session"}
+)
+
+// session is one SMTP session. go-smtp calls its methods from one
+// goroutine.
+type session struct {
+	srv     *Server
+	conn    *smtp.Conn
+	ip      netip.Addr
+	trusted bool
+	user    string // authenticated user name
+	log     *slog.Logger
+
+	from   *string
+	mail   smtp.MailOptions
+	rcpts  []queue.Recipient
+	denied bool // a RCPT was refused for relaying; logged once
+}
+
+func (s *session) tls() (tls.ConnectionState, bool) { return s.conn.TLSConnectionState() }
+
+// mayRelay reports whether this client may hand over mail: from a
+// trusted network, or authenticated (checklist SUB01).
+func (s *session) mayRelay() bool {
+	if s.srv.opts.Auth == AuthRequired {
+		return s.user != ""
+	}
+	return s.trusted || s.user != ""
+}
+
+// denial is the reply for a client that may not relay.
+func (s *session) denial() error {
+	if s.srv.opts.Auth == AuthNone {
+		return errRelayDenied
+	}
+	if _, ok := s.tls(); !ok {
+		return errStartTLSFirst
+	}
+	return errAuthFirst
+}
+
+// AuthMechanisms implements smtp.AuthSession. go-smtp offers them only on
+// TLS sessions (checklist SUB02).
+func (s *session) AuthMechanisms() []string {
+	if s.srv.opts.Auth == AuthNone {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth implements smtp.AuthSession.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.srv.opts.Auth == AuthNone {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	if _, ok := s.tls(); !ok {
+		return nil, &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for authentication"}
+	}
+	check := func(identity, username, password string) error {
+		if identity != "" && identity != username {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authorization identity must match the user name"}
+		}
+		if !s.srv.opts.Users.Check(username, password) {
+			s.log.Warn("authentication failed", "user", username, "mechanism", mech)
+			time.Sleep(s.srv.opts.AuthFailureDelay)
+			return smtp.ErrAuthFailed
+		}
+		s.user = username
+		s.log = s.log.With("user", username)
+		s.log.Info("authenticated", "mechanism", mech)
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(check), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// Mail implements smtp.Session.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.srv.opts.Auth == AuthRequired && s.user == "" {
+		return s.denial()
+	}
+	if from != "" && !validAddress(from) {
+		return errBadSender
+	}
+	if opts.RequireTLS {
+		if _, ok := s.tls(); !ok {
+			return errRequireTLSNeedsTLS
+		}
+	}
+	s.from = &from
+	s.mail = *opts
+	s.rcpts = nil
+	return nil
+}
+
+// Rcpt implements smtp.Session.
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.mayRelay() {
+		if !s.denied {
+			s.denied = true
+			s.log.Warn("relaying denied", "rcpt", to, "trusted", s.trusted)
+		}
+		return s.denial()
+	}
+	if !validAddress(to) {
+		return errBadRcpt
+	}
+	r := queue.Recipient{Addr: to}
+	for _, n := range opts.Notify {
+		r.Notify = append(r.Notify, string(n))
+	}
+	if opts.OriginalRecipient != "" {
+		r.ORcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+	}
+	s.rcpts = append(s.rcpts, r)
+	return nil
+}
+
+// validAddress accepts local@domain with a plausible domain or address
+// literal; the delivery side needs a domain to route by.
+func validAddress(a string) bool {
+	i := strings.LastIndexByte(a, '@')
+	if i <= 0 || i == len(a)-1 {
+		return false
+	}
+	d := a[i+1:]
+	if strings.HasPrefix(d, "[") {
+		return strings.HasSuffix(d, "]")
+	}
+	return !strings.ContainsAny(d, " \t<>()[]\\,;:\"") && !strings.Contains(d, "..") && !strings.HasPrefix(d, ".")
+}
+
+// Data implements smtp.Session: the body is spooled with one Received
+// header prepended, fsynced with its queue record, and only then
+// acknowledged (checklist SUB05, SMTP03).
+func (s *session) Data(r io.Reader) error {
+	if s.from == nil || len(s.rcpts) == 0 {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+	}
+	w, err := s.srv.q.Create()
+	if err != nil {
+		s.log.Error("create spool file", "err", err)
+		return errStoreFailed
+	}
+	defer w.Abort()
+	log := s.log.With("queue_id", w.ID())
+
+	if _, err := io.WriteString(w, s.receivedHeader(w.ID())); err != nil {
+		log.Error("write spool file", "err", err)
+		return errStoreFailed
+	}
+	src := &idleTimeoutReader{r: r, conn: s.conn.Conn(), timeout: s.srv.opts.DataTimeout}
+	if _, err := copyBody(w, src); err != nil {
+		var smtpErr *smtp.SMTPError
+		switch {
+		case errors.As(err, &smtpErr):
+			log.Warn("message refused", "reason", smtpErr.Message)
+			return smtpErr
+		case errors.Is(err, smtp.ErrTooLongLine):
+			log.Warn("message refused: line too long")
+			return errLineTooLong
+		case isTimeout(err):
+			log.Warn("timeout in DATA")
+			return errDataTimeout
+		case errors.Is(err, errSpoolWrite):
+			log.Error("spool write failed", "err", err)
+			return errStoreFailed
+		}
+		log.Warn("DATA aborted", "err", err)
+		return err
+	}
+
+	m := &queue.Message{
+		From:       *s.from,
+		Body:       string(s.mail.Body),
+		SMTPUTF8:   s.mail.UTF8,
+		RequireTLS: s.mail.RequireTLS,
+		DSNRet:     string(s.mail.Return),
+		DSNEnvID:   s.mail.EnvelopeID,
+		ClientAddr: s.conn.Conn().RemoteAddr().String(),
+		ClientHelo: s.conn.Hostname(),
+		AuthUser:   s.user,
+		Recipients: s.rcpts,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.Commit(ctx, m); err != nil {
+		log.Error("commit message", "err", err)
+		return errStoreFailed
+	}
+	log.Info("queued", "from", m.From, "rcpts", len(m.Recipients), "size", m.Size)
+	s.reset()
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + m.ID}
+}
+
+var errSpoolWrite = errors.New("spool write")
+
+// copyBody copies the message into the spool, telling reader errors
+// (client side) from writer errors (our disk).
+func copyBody(w io.Writer, r io.Reader) (int64, error) {
+	buf := make([]byte, 32*1024)
+	var n int64
+	for {
+		nr, rerr := r.Read(buf)
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, fmt.Errorf("%w: %w", errSpoolWrite, werr)
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// idleTimeoutReader extends the connection's read deadline before each
+// read, so DATA may take long as long as bytes keep arriving.
+type idleTimeoutReader struct {
+	r       io.Reader
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (t *idleTimeoutReader) Read(p []byte) (int, error) {
+	if t.timeout > 0 {
+		t.conn.SetReadDeadline(time.Now().Add(t.timeout))
+	}
+	return t.r.Read(p)
+}
+
+// receivedHeader builds the trace header (RFC 5321 §4.4) with the
+// protocol keyword of RFC 3848 and RFC 6531.
+func (s *session) receivedHeader(id string) string {
+	proto := "SMTP"
+	if s.conn.Hostname() != "" { // go-smtp does not tell HELO from EHLO; both are ESMTP-capable here
+		proto = "ESMTP"
+	}
+	if s.mail.UTF8 {
+		proto = "UTF8SMTP"
+	}
+	state, isTLS := s.tls()
+	if isTLS {
+		proto += "S"
+	}
+	if s.user != "" {
+		proto += "A"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Received: from %s (%s)\r\n", sanitize(s.conn.Hostname()), addrLiteral(s.ip))
+	if isTLS {
+		fmt.Fprintf(&b, "\t(using %s with cipher %s)\r\n", tls.VersionName(state.Version), tls.CipherSuiteName(state.CipherSuite))
+	}
+	fmt.Fprintf(&b, "\tby %s with %s id %s", s.srv.opts.Hostname, proto, id)
+	if len(s.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitize(s.rcpts[0].Addr))
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", time.Now().Format(time.RFC1123Z))
+	return b.String()
+}
+
+func addrLiteral(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return "[unknown]"
+	}
+	if ip.Is6() {
+		return "[IPv6:" + ip.String() + "]"
+	}
+	return "[" + ip.String() + "]"
+}
+
+// sanitize keeps client-supplied text from breaking the header.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '(' || r == ')' {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func (s *session) reset() {
+	s.from = nil
+	s.mail = smtp.MailOptions{}
+	s.rcpts = nil
+}
+
+// Reset implements smtp.Session.
+func (s *session) Reset() { s.reset() }
+
+// Logout implements smtp.Session.
+func (s *session) Logout() error { return nil }
