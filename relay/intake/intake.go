@@ -67,7 +67,7 @@ type Server struct {
 	q     *queue.Queue
 	log   *slog.Logger
 	smtp  *smtp.Server
-	limit *connLimiter
+	conns *connTracker
 }
 
 // New returns an intake server that stores accepted mail in q.
@@ -90,7 +90,7 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 		opts:  opts,
 		q:     q,
 		log:   log.With("listener", opts.Address),
-		limit: newConnLimiter(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		conns: newConnTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
 	}
 	srv := smtp.NewServer(s)
 	srv.Domain = opts.Hostname
@@ -113,7 +113,7 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 // Serve accepts connections on ln until Shutdown. For an implicit-TLS
 // listener, ln is wrapped in TLS here.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = s.limit.wrap(ln, s.opts.Hostname, s.opts.TLS != TLSImplicit, s.log)
+	ln = s.conns.wrap(ln, s.opts.Hostname, s.opts.TLS != TLSImplicit, s.log)
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS
 		// state; STARTTLS is not offered on an already encrypted session.
@@ -127,10 +127,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting connections and waits for sessions in progress
-// (a transaction in DATA finishes and is acknowledged) until ctx ends, then
-// closes what remains.
+// Shutdown stops accepting connections, closes idle sessions with a 421
+// reply, and waits until ctx ends for transactions in progress to finish
+// (a message in DATA is stored and acknowledged); then it closes what
+// remains.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.conns.drain()
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.smtp.Close()
@@ -145,6 +147,7 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	sess := &session{
 		srv:     s,
 		conn:    c,
+		tracked: s.conns.lookup(remote),
 		ip:      ip,
 		trusted: s.trusted(ip),
 		log:     s.log.With("client", remote.String()),
@@ -212,6 +215,7 @@ var (
 type session struct {
 	srv     *Server
 	conn    *smtp.Conn
+	tracked *trackedConn // nil only in tests that bypass the listener
 	ip      netip.Addr
 	trusted bool
 	user    string // authenticated user name
@@ -301,6 +305,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.from = &from
 	s.mail = *opts
 	s.rcpts = nil
+	s.setBusy(true)
 	return nil
 }
 
@@ -499,7 +504,14 @@ func sanitize(s string) string {
 	}, s)
 }
 
+func (s *session) setBusy(b bool) {
+	if s.tracked != nil {
+		s.tracked.busy.Store(b)
+	}
+}
+
 func (s *session) reset() {
+	s.setBusy(false)
 	s.from = nil
 	s.mail = smtp.MailOptions{}
 	s.rcpts = nil

@@ -461,3 +461,58 @@ func TestNewRefusesAuthWithoutTLS(t *testing.T) {
 		t.Fatal("auth without TLS accepted")
 	}
 }
+
+func TestShutdownClosesIdleSessionsAndFinishesTransactions(t *testing.T) {
+	q, err := queue.Open(t.TempDir(), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	srv, err := New(q, Options{Hostname: "relay.test", TLS: TLSNone, Auth: AuthNone,
+		TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		CommandTimeout:  time.Minute, DataTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	r := &testRelay{q: q, addr: ln.Addr().String()}
+	idle := r.dial(t, "", "plain")
+	busy := r.dial(t, "", "plain")
+	busy.Mail("a@example.org", nil)
+	busy.Rcpt("b@example.com", nil)
+	w, err := busy.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: in flight\r\n\r\n")
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	// The idle session is told to go away without waiting for its timeout.
+	if err := idle.Noop(); err == nil {
+		t.Fatal("idle session still served after shutdown began")
+	}
+	// The transaction in progress completes and is acknowledged.
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(w, "body\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatalf("in-flight message not acknowledged: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if st, _ := q.Stats(); st.Messages != 1 {
+		t.Fatalf("queued %d, want 1", st.Messages)
+	}
+	if _, err := net.DialTimeout("tcp", r.addr, time.Second); err == nil {
+		t.Fatal("still accepting connections after shutdown")
+	}
+}

@@ -4,56 +4,82 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// connLimiter bounds concurrent connections in total and per client IP
-// (checklist SUB04). Connections over a limit get a 421 greeting and are
-// closed.
-type connLimiter struct {
+// connTracker bounds concurrent connections in total and per client IP
+// (checklist SUB04) and knows, for every open connection, whether a mail
+// transaction is in progress, so that a shutdown can close idle sessions
+// at once and let transactions finish. Connections over a limit get a 421
+// greeting and are closed.
+type connTracker struct {
 	max, perIP int
+	draining   atomic.Bool
 
 	mu    sync.Mutex
-	total int
 	byIP  map[netip.Addr]int
+	conns map[string]*trackedConn // by remote address
 }
 
-func newConnLimiter(max, perIP int) *connLimiter {
-	return &connLimiter{max: max, perIP: perIP, byIP: map[netip.Addr]int{}}
+func newConnTracker(max, perIP int) *connTracker {
+	return &connTracker{max: max, perIP: perIP, byIP: map[netip.Addr]int{}, conns: map[string]*trackedConn{}}
 }
 
-// acquire reserves a slot for ip, or returns the reason it cannot.
-func (l *connLimiter) acquire(ip netip.Addr) string {
+// add registers c, or returns the reason it is refused.
+func (l *connTracker) add(c *trackedConn) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.max > 0 && l.total >= l.max {
+	if l.max > 0 && len(l.conns) >= l.max {
 		return "too many connections to this relay"
 	}
-	if l.perIP > 0 && l.byIP[ip] >= l.perIP {
+	if l.perIP > 0 && l.byIP[c.ip] >= l.perIP {
 		return "too many connections from your address"
 	}
-	l.total++
-	l.byIP[ip]++
+	l.byIP[c.ip]++
+	l.conns[c.RemoteAddr().String()] = c
 	return ""
 }
 
-func (l *connLimiter) release(ip netip.Addr) {
+func (l *connTracker) remove(c *trackedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.total--
-	if l.byIP[ip]--; l.byIP[ip] <= 0 {
-		delete(l.byIP, ip)
+	delete(l.conns, c.RemoteAddr().String())
+	if l.byIP[c.ip]--; l.byIP[c.ip] <= 0 {
+		delete(l.byIP, c.ip)
 	}
 }
 
-func (l *connLimiter) wrap(ln net.Listener, hostname string, greet bool, log *slog.Logger) net.Listener {
+// lookup returns the tracked connection of a remote address.
+func (l *connTracker) lookup(remote net.Addr) *trackedConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns[remote.String()]
+}
+
+// drain makes every connection without a transaction in progress fail its
+// next read (go-smtp then answers 421 and closes); connections in a
+// transaction follow as soon as it ends.
+func (l *connTracker) drain() {
+	l.draining.Store(true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		if !c.busy.Load() {
+			c.Conn.SetReadDeadline(time.Now())
+		}
+	}
+}
+
+func (l *connTracker) wrap(ln net.Listener, hostname string, greet bool, log *slog.Logger) net.Listener {
 	return &limitListener{Listener: ln, l: l, hostname: hostname, greet: greet, log: log}
 }
 
 type limitListener struct {
 	net.Listener
-	l        *connLimiter
+	l        *connTracker
 	hostname string
 	greet    bool // send a plaintext 421; not on implicit-TLS listeners
 	log      *slog.Logger
@@ -65,13 +91,13 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := addrIP(c.RemoteAddr())
-		if reason := ll.l.acquire(ip); reason != "" {
+		tc := &trackedConn{Conn: c, ip: addrIP(c.RemoteAddr()), l: ll.l}
+		if reason := ll.l.add(tc); reason != "" {
 			ll.log.Warn("connection refused", "client", c.RemoteAddr().String(), "reason", reason)
 			go ll.refuse(c, reason)
 			continue
 		}
-		return &limitConn{Conn: c, release: func() { ll.l.release(ip) }}, nil
+		return tc, nil
 	}
 }
 
@@ -83,13 +109,23 @@ func (ll *limitListener) refuse(c net.Conn, reason string) {
 	}
 }
 
-type limitConn struct {
+// trackedConn is an accepted connection known to the tracker.
+type trackedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	ip   netip.Addr
+	l    *connTracker
+	busy atomic.Bool // a mail transaction is in progress
+	once sync.Once
 }
 
-func (c *limitConn) Close() error {
-	c.once.Do(c.release)
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.l.draining.Load() && !c.busy.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.l.remove(c) })
 	return c.Conn.Close()
 }
