@@ -1,0 +1,245 @@
+// Package relay wires the relay daemon together: it opens the durable
+// queue, starts the SMTP intake listeners and the admin API from a
+// validated configuration, and shuts them down in order when asked.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/relaysec/relay/queue"
+	"github.com/relaysec/relay/relay/admin"
+	"github.com/relaysec/relay/relay/config"
+	"github.com/relaysec/relay/relay/intake"
+)
+
+// Options are settings of the daemon that do not come from relay.toml.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	// ShutdownTimeout bounds how long transactions in progress may take to
+	// finish after the daemon is told to stop; zero means 60s.
+	ShutdownTimeout time.Duration
+	// Ready, if set, is called once every listener accepts connections.
+	Ready func()
+}
+
+// QueueDir returns where the daemon keeps its queue inside data_dir.
+func QueueDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "queue") }
+
+// Run starts the daemon described by cfg and blocks until ctx is cancelled
+// (SIGTERM) or a listener fails. On the way out it stops accepting mail,
+// lets SMTP transactions in progress finish, and closes the queue cleanly.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 60 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data_dir: %w", err)
+	}
+	intakeTLS, err := loadIntakeTLS(cfg)
+	if err != nil {
+		return err
+	}
+	users, err := loadUsers(cfg)
+	if err != nil {
+		return err
+	}
+
+	q, err := queue.Open(QueueDir(cfg), queue.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("open queue: %w", err)
+	}
+	defer func() {
+		if err := q.Close(); err != nil {
+			log.Error("close queue", "err", err)
+		}
+	}()
+
+	// Bind everything before serving anything, so a port conflict is
+	// reported before the relay accepts a single message.
+	adminLn, err := admin.Listen(cfg.AdminSocketPath())
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	type boundListener struct {
+		srv *intake.Server
+		ln  net.Listener
+	}
+	var smtpLns []boundListener
+	closeAll := func() {
+		adminLn.Close()
+		for _, b := range smtpLns {
+			b.ln.Close()
+		}
+	}
+	for i, l := range cfg.Listeners {
+		srv, err := intake.New(q, intakeOptions(cfg, l, intakeTLS, users, log))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listener[%d]: %w", i, err)
+		}
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listener[%d]: %w", i, err)
+		}
+		smtpLns = append(smtpLns, boundListener{srv, ln})
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(smtpLns)+1)
+
+	adminSrv := &http.Server{
+		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	wg.Go(func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin API: %w", err)
+		}
+	})
+	for _, b := range smtpLns {
+		wg.Go(func() {
+			if err := b.srv.Serve(b.ln); err != nil {
+				errc <- fmt.Errorf("SMTP listener %s: %w", b.ln.Addr(), err)
+			}
+		})
+		log.Info("SMTP intake listening", "address", b.ln.Addr().String())
+	}
+	log.Info("relay started", "version", opts.Version, "hostname", cfg.Hostname,
+		"data_dir", cfg.DataDir, "admin_socket", cfg.AdminSocketPath())
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: no new connections; waiting for transactions in progress")
+	case runErr = <-errc:
+		log.Error("shutting down after error", "err", runErr)
+	}
+
+	sctx, scancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	defer scancel()
+	var swg sync.WaitGroup
+	for _, b := range smtpLns {
+		swg.Go(func() {
+			if err := b.srv.Shutdown(sctx); err != nil {
+				log.Warn("SMTP sessions cut off at shutdown", "address", b.ln.Addr().String(), "err", err)
+			}
+		})
+	}
+	swg.Wait()
+	if err := adminSrv.Shutdown(sctx); err != nil {
+		adminSrv.Close()
+	}
+	wg.Wait()
+	os.Remove(cfg.AdminSocketPath())
+	log.Info("relay stopped")
+	return runErr
+}
+
+func intakeOptions(cfg *config.Config, l config.Listener, tlsConf *tls.Config, users *intake.Users, log *slog.Logger) intake.Options {
+	var tc *tls.Config
+	if l.TLS != intake.TLSNone {
+		tc = tlsConf
+	}
+	return intake.Options{
+		Hostname:            cfg.Hostname,
+		Address:             l.Address,
+		TLS:                 l.TLS,
+		Auth:                l.Auth,
+		TrustedNetworks:     l.TrustedNetworks,
+		TLSConfig:           tc,
+		Users:               users,
+		MaxMessageBytes:     int64(cfg.Limits.MaxMessageSize),
+		MaxRecipients:       cfg.Limits.MaxRecipients,
+		MaxLineLength:       cfg.Limits.MaxLineLength,
+		MaxConnections:      cfg.Limits.MaxConnections,
+		MaxConnectionsPerIP: cfg.Limits.MaxConnectionsPerIP,
+		CommandTimeout:      cfg.Limits.CommandTimeout.Duration,
+		DataTimeout:         cfg.Limits.DataTimeout.Duration,
+		Logger:              log.With("component", "intake"),
+	}
+}
+
+// loadIntakeTLS loads [tls] cert_file/key_file when some listener needs
+// them. The certificate is re-read on each handshake when its files change,
+// so a renewed certificate is used without a restart.
+func loadIntakeTLS(cfg *config.Config) (*tls.Config, error) {
+	need := false
+	for _, l := range cfg.Listeners {
+		need = need || l.TLS != intake.TLSNone
+	}
+	if !need {
+		return nil, nil
+	}
+	c := &certFile{cert: cfg.TLS.CertFile, key: cfg.TLS.KeyFile}
+	if _, err := c.get(nil); err != nil {
+		return nil, err
+	}
+	return &tls.Config{GetCertificate: c.get, MinVersion: tls.VersionTLS12}, nil
+}
+
+// certFile is a certificate loaded from PEM files, reloaded when their
+// modification time changes.
+type certFile struct {
+	cert, key string
+
+	mu      sync.Mutex
+	loaded  *tls.Certificate
+	modTime time.Time
+}
+
+func (c *certFile) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := os.Stat(c.cert)
+	if err != nil {
+		if c.loaded != nil {
+			return c.loaded, nil
+		}
+		return nil, fmt.Errorf("tls.cert_file: %w", err)
+	}
+	if c.loaded != nil && st.ModTime().Equal(c.modTime) {
+		return c.loaded, nil
+	}
+	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+	if err != nil {
+		if c.loaded != nil {
+			return c.loaded, nil // keep serving the old one while files are half-written
+		}
+		return nil, fmt.Errorf("tls.cert_file %s / tls.key_file %s: %w", c.cert, c.key, err)
+	}
+	c.loaded, c.modTime = &pair, st.ModTime()
+	return c.loaded, nil
+}
+
+func loadUsers(cfg *config.Config) (*intake.Users, error) {
+	hashes := make(map[string]string, len(cfg.Users))
+	for _, u := range cfg.Users {
+		hashes[u.Name] = u.PasswordHash
+	}
+	users, err := intake.NewUsers(hashes)
+	if err != nil {
+		return nil, fmt.Errorf("[[user]]: %w", err)
+	}
+	return users, nil
+}
