@@ -623,8 +623,10 @@ func (q *Queue) List(f Filter) ([]*Message, error) {
 	return out, err
 }
 
+// forEach calls fn for every message in ID (arrival) order until fn
+// returns false.
 func (q *Queue) forEach(fn func(*Message) bool) error {
-	return q.db.View(func(tx *bolt.Tx) error {
+	err := q.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
 			var m Message
 			if err := json.Unmarshal(v, &m); err != nil {
@@ -636,6 +638,10 @@ func (q *Queue) forEach(fn func(*Message) bool) error {
 			return nil
 		})
 	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
 }
 
 var errStop = errors.New("stop")

@@ -277,3 +277,14 @@ func TestIDsSortByTime(t *testing.T) {
 		t.Fatalf("%s !< %s", a, b)
 	}
 }
+
+func TestListLimit(t *testing.T) {
+	q := openTest(t, t.TempDir(), nil)
+	for range 3 {
+		enqueue(t, q, "b", "a@one.example")
+	}
+	msgs, err := q.List(Filter{Limit: 2})
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("List(limit 2) = %d, %v", len(msgs), err)
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relaysec/relay/relay/admin"
+	"github.com/relaysec/relay/relay/config"
+)
+
+// defaultConfigPaths are tried in order when neither --socket nor --config
+// is given.
+func defaultConfigPaths() []string {
+	return []string{"relay.toml", "/etc/relay/relay.toml"}
+}
+
+// app is the state shared by the commands of one relayctl run: the global
+// flags and the output streams.
+type app struct {
+	stdout, stderr io.Writer
+
+	configPath string
+	socketPath string
+	jsonOut    bool
+}
+
+// newRootCmd builds the relayctl command tree writing to stdout and stderr.
+// Errors are returned from Execute, not printed.
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "relayctl",
+		Short: "Administer a running relay daemon",
+		Long: `relayctl administers a running relay daemon through its admin socket.
+
+The socket is found with --socket, else from the configuration named by
+--config (data_dir and [admin] socket), else from ./relay.toml, else from
+/etc/relay/relay.toml, else at the built-in default ./relay-data/relay.sock.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configPath, "config", "", "relay configuration `file` to find the admin socket in")
+	pf.StringVar(&a.socketPath, "socket", "", "admin socket `path` (overrides --config)")
+	pf.BoolVar(&a.jsonOut, "json", false, "print the admin API's JSON instead of tables")
+
+	root.AddCommand(newQueueCmd(a), newUserCmd(a), newVersionCmd(a))
+	return root
+}
+
+// client returns an admin API client for the discovered socket.
+func (a *app) client() (*admin.Client, error) {
+	path, err := discoverSocket(a.socketPath, a.configPath, defaultConfigPaths())
+	if err != nil {
+		return nil, err
+	}
+	return admin.NewClient(path), nil
+}
+
+// discoverSocket finds the admin socket: socketFlag if set; else the socket
+// of the configuration file configFlag; else that of the first of
+// candidates that exists; else that of the built-in default configuration.
+func discoverSocket(socketFlag, configFlag string, candidates []string) (string, error) {
+	if socketFlag != "" {
+		return socketFlag, nil
+	}
+	if configFlag != "" {
+		return socketFromConfig(configFlag)
+	}
+	for _, p := range candidates {
+		_, err := os.Stat(p)
+		if err == nil {
+			return socketFromConfig(p)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("cannot find the admin socket: %w (give --socket PATH)", err)
+		}
+	}
+	return config.Default().AdminSocketPath(), nil
+}
+
+func socketFromConfig(path string) (string, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot find the admin socket: %w (fix the file or give --socket PATH)", err)
+	}
+	return cfg.AdminSocketPath(), nil
+}
+
+// printJSON writes v as indented JSON.
+func (a *app) printJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	b = append(b, '\n')
+	if _, err := a.stdout.Write(b); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// table returns a tabwriter for aligned columns on stdout; call Flush.
+func (a *app) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+}
