@@ -25,7 +25,12 @@ var version = ""
 
 func main() {
 	if err := newRootCmd(os.Stdout, os.Stderr).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "relay:", err)
+		var cerrs *config.Errors
+		if errors.As(err, &cerrs) {
+			fmt.Fprintf(os.Stderr, "relay: the configuration has %d problem(s):\n%v\n", len(cerrs.List), err)
+		} else {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+		}
 		os.Exit(1)
 	}
 }

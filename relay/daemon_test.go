@@ -1,0 +1,171 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/relaysec/relay/relay/config"
+)
+
+// startDaemon runs the daemon in-process on a free port and returns the
+// SMTP address, the config and a stop function that waits for Run.
+func startDaemon(t *testing.T) (string, *config.Config, func() error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+hostname = "relay.test"
+data_dir = %q
+[[listener]]
+address = %q
+trusted_networks = ["127.0.0.0/8"]
+`, dir, addr)), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, Options{Version: "test", Ready: func() { close(ready) }}) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("daemon exited: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not become ready")
+	}
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { stop() })
+	return addr, cfg, stop
+}
+
+func sendMail(t *testing.T, addr, from, to, body string) string {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail(from, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, body)
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, _ := strings.Cut(resp.StatusText, "queued as ")
+	return strings.TrimSpace(id)
+}
+
+// relayctl builds the admin CLI once per test.
+func relayctl(t *testing.T) func(args ...string) (string, error) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "relayctl")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/relayctl").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build relayctl: %v\n%s", err, out)
+	}
+	return func(args ...string) (string, error) {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		return string(out), err
+	}
+}
+
+// TestRelayctlAgainstRunningDaemon drives the real relayctl binary against
+// a running daemon: inspect, list, show, hold, release, delete.
+func TestRelayctlAgainstRunningDaemon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds relayctl")
+	}
+	addr, cfg, stop := startDaemon(t)
+	ctl := relayctl(t)
+	sock := "--socket=" + cfg.AdminSocketPath()
+	id1 := sendMail(t, addr, "alice@example.org", "bob@dest.example", "Subject: one\r\n\r\nhello\r\n")
+	id2 := sendMail(t, addr, "", "carol@other.example", "Subject: two\r\n\r\nbounce\r\n")
+
+	steps := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"queue", "inspect"}, []string{"dest.example", "other.example", "queued"}},
+		{[]string{"queue", "list"}, []string{id1, id2, "alice@example.org", "<>", "bob@dest.example"}},
+		{[]string{"queue", "list", "--domain", "other.example"}, []string{id2}},
+		{[]string{"queue", "show", id1}, []string{"alice@example.org", "bob@dest.example", "queued"}},
+		{[]string{"queue", "hold", id1}, []string{id1}},
+		{[]string{"queue", "show", id1}, []string{"held"}},
+		{[]string{"queue", "release", id1}, []string{id1}},
+		{[]string{"queue", "delete", id2}, []string{id2}},
+	}
+	for _, s := range steps {
+		out, err := ctl(append([]string{sock}, s.args...)...)
+		if err != nil {
+			t.Fatalf("relayctl %v: %v\n%s", s.args, err, out)
+		}
+		for _, w := range s.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("relayctl %v: output lacks %q:\n%s", s.args, w, out)
+			}
+		}
+	}
+	out, err := ctl(sock, "--json", "queue", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []struct {
+		ID         string
+		Recipients []struct{ State string }
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	if len(list) != 1 || list[0].Recipients[0].State != "queued" {
+		t.Fatalf("after release and delete: %s", out)
+	}
+	if out, _ := ctl(sock, "queue", "show", id2); !strings.Contains(out, "not found") {
+		t.Errorf("show of a deleted message: %s", out)
+	}
+
+	// With the daemon stopped, relayctl says so clearly.
+	if err := stop(); err != nil {
+		t.Fatalf("daemon stop: %v", err)
+	}
+	if _, err := os.Stat(cfg.AdminSocketPath()); !os.IsNotExist(err) {
+		t.Errorf("admin socket left behind: %v", err)
+	}
+	out, err = ctl(sock, "queue", "list")
+	if err == nil || !strings.Contains(out, "not running") {
+		t.Errorf("relayctl with the daemon down: %v\n%s", err, out)
+	}
+}
