@@ -1,6 +1,7 @@
 // Package relay wires the relay daemon together: it opens the durable
-// queue, starts the SMTP intake listeners and the admin API from a
-// validated configuration, and shuts them down in order when asked.
+// queue, starts the SMTP intake listeners, the delivery engine and the
+// admin API from a validated configuration, and shuts them down in order
+// when asked.
 package relay
 
 import (
@@ -19,7 +20,9 @@ import (
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/config"
+	"github.com/relaysec/relay/relay/deliver"
 	"github.com/relaysec/relay/relay/intake"
+	"github.com/relaysec/relay/secpolicy"
 )
 
 // Options are settings of the daemon that do not come from relay.toml.
@@ -31,6 +34,8 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Ready, if set, is called once every listener accepts connections.
 	Ready func()
+	// MXPort is the port of MX hosts; zero means 25. Tests change it.
+	MXPort int
 }
 
 // QueueDir returns where the daemon keeps its queue inside data_dir.
@@ -100,10 +105,28 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		smtpLns = append(smtpLns, boundListener{srv, ln})
 	}
 
+	resolverAddr, err := cfg.DNSResolverAddr()
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("dns.resolver: %w", err)
+	}
+	resolver := secpolicy.NewResolver(secpolicy.ResolverConfig{
+		Addr: resolverAddr, TrustAD: cfg.DNS.TrustAD, Timeout: cfg.DNS.Timeout.Duration,
+		Logger: log.With("component", "dns"),
+	})
+	engine := deliver.New(deliveryOptions(cfg, q, resolver, opts, log))
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	defer stopDelivery()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(smtpLns)+1)
+	deliveryDone := make(chan struct{})
+	go func() {
+		defer close(deliveryDone)
+		engine.Run(deliverCtx)
+	}()
 
 	adminSrv := &http.Server{
 		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version}),
@@ -147,6 +170,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		})
 	}
 	swg.Wait()
+	// Deliveries in progress are cut short; their recipients stay due and
+	// are delivered after the restart.
+	stopDelivery()
+	<-deliveryDone
 	if err := adminSrv.Shutdown(sctx); err != nil {
 		adminSrv.Close()
 	}
@@ -154,6 +181,30 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	os.Remove(cfg.AdminSocketPath())
 	log.Info("relay stopped")
 	return runErr
+}
+
+func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Resolver, opts Options, log *slog.Logger) deliver.Options {
+	routes := make([]deliver.Route, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		routes[i] = deliver.Route{Domain: r.Domain, NextHop: r.NextHop, Security: r.Security}
+	}
+	d := cfg.Delivery
+	return deliver.Options{
+		Hostname:           cfg.Hostname,
+		Queue:              q,
+		Resolver:           resolver,
+		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: resolver}),
+		Routes:             routes,
+		Workers:            d.Workers,
+		PerHostConnections: d.PerHostConnections,
+		FirstRetry:         d.FirstRetry.Duration,
+		MaxRetryInterval:   d.MaxRetryInterval.Duration,
+		QueueLifetime:      d.QueueLifetime.Duration,
+		DelayWarning:       d.DelayWarning.Duration,
+		ConnectTimeout:     d.ConnectTimeout.Duration,
+		Port:               opts.MXPort,
+		Logger:             log.With("component", "deliver"),
+	}
 }
 
 func intakeOptions(cfg *config.Config, l config.Listener, tlsConf *tls.Config, users *intake.Users, log *slog.Logger) intake.Options {

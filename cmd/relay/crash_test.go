@@ -138,6 +138,9 @@ func TestSUB05_SIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 	cfg := fmt.Sprintf(`hostname = "relay.test"
 data_dir = %q
 
+[dns]
+resolver = "127.0.0.1:9"   # nothing answers: no test query leaves the machine
+
 [[listener]]
 address = %q
 trusted_networks = ["127.0.0.0/8"]
