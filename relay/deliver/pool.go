@@ -16,10 +16,10 @@ type connPool struct {
 	idleTimeout time.Duration
 
 	mu    sync.Mutex
-	open  map[string]int          // connections open per IP address
-	idle  map[string][]*idleConn  // idle connections per pool key
-	wake  chan struct{}           // closed when a slot or connection frees up
-	keyIP map[*idleConn]string    // ip of each idle connection
+	open  map[string]int         // connections open per IP address
+	idle  map[string][]*idleConn // idle connections per pool key
+	wake  chan struct{}          // closed when a slot or connection frees up
+	keyIP map[*idleConn]string   // ip of each idle connection
 }
 
 type idleConn struct {
