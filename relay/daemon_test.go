@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/relaysec/relay/internal/testnet"
 	"github.com/relaysec/relay/relay/config"
 )
 
@@ -178,5 +179,60 @@ func TestRelayctlAgainstRunningDaemon(t *testing.T) {
 	out, err = ctl(sock, "queue", "list")
 	if err == nil || !strings.Contains(out, "not running") {
 		t.Errorf("relayctl with the daemon down: %v\n%s", err, out)
+	}
+}
+
+// TestDaemonDeliversEndToEnd runs the whole daemon against the in-process
+// DNS server and an SMTP receiver with STARTTLS: a message submitted over
+// SMTP arrives byte for byte, behind one Received header, over TLS.
+func TestDaemonDeliversEndToEnd(t *testing.T) {
+	zone := testnet.NewZone(
+		"dest.test. 300 IN MX 10 mx.dest.test.",
+		"mx.dest.test. 300 IN A 127.0.0.21",
+	)
+	dnsSrv := testnet.StartDNS(t, zone)
+	ca := testnet.NewCA(t)
+	cert := ca.Issue("mx.dest.test")
+	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.21:0", TLSCert: &cert})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+hostname = "relay.test"
+data_dir = %q
+[dns]
+resolver = %q
+[[listener]]
+address = %q
+trusted_networks = ["127.0.0.0/8"]
+`, t.TempDir(), dnsSrv.Addr(), addr)), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		done <- Run(ctx, cfg, Options{Version: "test", MXPort: rcv.Port(), Ready: func() { close(ready) }})
+	}()
+	defer func() { cancel(); <-done }()
+	<-ready
+
+	body := "From: alice@example.org\r\nDKIM-Signature: v=1; a=rsa-sha256; b=xyz\r\nSubject: end to end\r\n\r\n.dot line\r\n8bit: \xc3\xa9\r\n"
+	sendMail(t, addr, "alice@example.org", "bob@dest.test", body)
+	got := rcv.WaitMessages(t, 1, 15*time.Second)[0]
+	if !got.TLS {
+		t.Error("delivered without STARTTLS although the receiver offered it")
+	}
+	if got.Helo != "relay.test" {
+		t.Errorf("EHLO %q, want the configured hostname", got.Helo)
+	}
+	data := string(got.Data)
+	if !strings.HasPrefix(data, "Received: ") || !strings.HasSuffix(data, body) || strings.Count(data, "Received:") != 1 {
+		t.Fatalf("message changed on the way:\n%q", data)
 	}
 }
