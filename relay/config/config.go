@@ -110,9 +110,12 @@ type DNS struct {
 	// nameserver of /etc/resolv.conf, looked up when it is used (see
 	// Config.DNSResolverAddr).
 	Resolver string `toml:"resolver"`
-	// TrustAD declares the resolver validating: its AD bit is taken as
-	// proof of DNSSEC validation. Without it every answer is insecure and
-	// DANE never applies. Default false.
+	// TrustAD declares a resolver that is not on a loopback address
+	// validating: its AD bit is then taken as proof of DNSSEC validation.
+	// A resolver on a loopback address (127.0.0.0/8, ::1) is trusted
+	// without it (checklist DNS03); any other resolver's answers all count
+	// as insecure unless TrustAD is set, and DANE never applies. Default
+	// false.
 	TrustAD bool `toml:"trust_ad"`
 	// Timeout bounds one DNS query; default 5s.
 	Timeout Duration `toml:"timeout"`

@@ -110,8 +110,10 @@ func (p *parser) validateDNS(c *Config) {
 	if c.DNS.TrustAD && !addr.IsLoopback() {
 		p.warnf("dns.trust_ad", "= true, but dns.resolver %q is not on this host: an attacker on the network path can forge the AD bit (RFC 7672 §2.1); use a validating resolver on a loopback address", c.DNS.Resolver)
 	}
-	if !c.DNS.TrustAD && c.Delivery.DANE {
-		p.warnf("dns.trust_ad", "is false, so no answer from dns.resolver %q counts as DNSSEC-validated and DANE never applies: set trust_ad = true if that resolver validates DNSSEC", c.DNS.Resolver)
+	// DNS03: the AD bit of a loopback resolver is trusted; any other
+	// resolver's only with trust_ad = true.
+	if !c.DNS.TrustAD && !addr.IsLoopback() && c.Delivery.DANE {
+		p.warnf("dns.trust_ad", "is false and dns.resolver %q is not on this host, so no answer counts as DNSSEC-validated and DANE never applies: run a validating resolver on a loopback address, or set trust_ad = true if the path to that resolver is protected", c.DNS.Resolver)
 	}
 }
 
