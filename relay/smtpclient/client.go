@@ -101,6 +101,10 @@ func New(ctx context.Context, conn net.Conn, localName string, t Timeouts) (*Cli
 		conn.Close()
 		return nil, fmt.Errorf("%w: EHLO name %q", ErrInvalidArgument, localName)
 	}
+	if n := len("EHLO " + localName + "\r\n"); n > maxCommandLine {
+		conn.Close()
+		return nil, fmt.Errorf("%w: EHLO line is %d octets, limit %d", ErrLineTooLong, n, maxCommandLine)
+	}
 	c := &Client{raw: conn, conn: conn, t: t.withDefaults(), localName: localName}
 	c.setIO(conn)
 	err := c.op(ctx, func() error {

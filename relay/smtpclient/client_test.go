@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -1017,7 +1018,7 @@ func TestPipeliningManyRecipients(t *testing.T) {
 		if i%2 == 1 {
 			prefix = "odd"
 		}
-		rc = append(rc, Rcpt{Addr: prefix + strings.Repeat("x", 40) + "-" + time.Duration(i).String() + "@example.net"})
+		rc = append(rc, Rcpt{Addr: prefix + strings.Repeat("x", 40) + "-" + strconv.Itoa(i) + "@example.net"})
 	}
 	res, err := send(c, "a@example.org", MailParams{}, rc, "x\r\n")
 	if err != nil {
@@ -1034,5 +1035,24 @@ func TestPipeliningManyRecipients(t *testing.T) {
 	_, msgs := srv.be.snapshot()
 	if len(msgs) != 1 || len(msgs[0].rcpts) != 1500 {
 		t.Errorf("delivered to %d recipients, want 1500", len(msgs[0].rcpts))
+	}
+}
+
+func TestMailRejectedThenHangup(t *testing.T) {
+	f := startFake(t, script([]string{"PIPELINING"}, func(fc *fakeConn, cmd string) bool {
+		if !strings.HasPrefix(cmd, "MAIL") {
+			return false
+		}
+		fc.send("554 5.7.1 sender blocked")
+		fc.c.Close()
+		return true
+	}))
+	c := dial(t, f.addr(), fast())
+	res, err := send(c, "a@example.org", MailParams{}, rcpts("b@example.net", "c@example.net"), "x\r\n")
+	if r := asReply(t, err); r.Code != 554 || r.Enhanced != "5.7.1" {
+		t.Errorf("error reply = %v, want the MAIL reply", r)
+	}
+	if res == nil || res.Mail == nil || res.Mail.Code != 554 || res.Rcpts != nil {
+		t.Errorf("result = %+v", res)
 	}
 }

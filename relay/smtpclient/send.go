@@ -147,8 +147,8 @@ func (c *Client) envelope(from string, p MailParams, rcpts []Rcpt) (string, []st
 			return "", nil, ErrNeedsREQUIRETLS
 		}
 	}
-	if max := c.MaxSize(); max > 0 && p.Size > max {
-		return "", nil, fmt.Errorf("%w: message is %d octets, server limit is %d", ErrTooBig, p.Size, max)
+	if limit := c.MaxSize(); limit > 0 && p.Size > limit {
+		return "", nil, fmt.Errorf("%w: message is %d octets, server limit is %d", ErrTooBig, p.Size, limit)
 	}
 	bodyType := strings.ToUpper(p.Body)
 	switch bodyType {
@@ -333,14 +333,16 @@ func (c *Client) pipelined(res *Result, mailWhat string, rcptWhat func(int) stri
 	if err := <-werr; err != nil && rerr == nil {
 		rerr = c.ioErr(mailWhat+" (pipelined with RCPT)", d, err)
 	}
+	if res.Mail != nil && !res.Mail.Positive() {
+		// The MAIL reply explains the failure better than an I/O error
+		// from a server that hung up after rejecting the sender.
+		return fmt.Errorf("%s: %w", mailWhat, res.Mail)
+	}
 	if rerr != nil {
-		if res.Mail != nil && res.Mail.Positive() {
+		if res.Mail != nil {
 			res.Rcpts = rcptReplies
 		}
 		return rerr
-	}
-	if !res.Mail.Positive() {
-		return fmt.Errorf("%s: %w", mailWhat, res.Mail)
 	}
 	res.Rcpts = rcptReplies
 	return stop
