@@ -394,6 +394,11 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 		case errors.Is(err, smtpclient.ErrTooBig):
 			fail(hostFailure{reason: fmt.Sprintf("message too big for %s: %v", att.Host, err), status: "5.3.4", permanent: true})
 			e.release(ctx, ip.String(), key, c)
+		case errors.Is(err, smtpclient.ErrLineTooLong), errors.Is(err, smtpclient.ErrInvalidArgument):
+			// An address or parameter that SMTP cannot carry will not get
+			// better with time.
+			fail(hostFailure{reason: fmt.Sprintf("message cannot be sent: %v", err), status: "5.5.2", permanent: true})
+			e.release(ctx, ip.String(), key, c)
 		case errors.Is(err, smtpclient.ErrNeedsREQUIRETLS):
 			fail(hostFailure{reason: att.Host + " does not offer REQUIRETLS, which this message requires", status: "5.7.30"})
 			e.release(ctx, ip.String(), key, c)

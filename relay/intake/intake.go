@@ -297,6 +297,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if from != "" && !validAddress(from) {
 		return errBadSender
 	}
+	// RFC 3461 §4.4: ENVID is at most 100 characters.
+	if len(opts.EnvelopeID) > 100 {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "ENVID longer than 100 characters"}
+	}
 	if opts.RequireTLS {
 		if _, ok := s.tls(); !ok {
 			return errRequireTLSNeedsTLS
@@ -321,6 +325,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !validAddress(to) {
 		return errBadRcpt
 	}
+	// RFC 3461 §4.2: ORCPT is at most 500 characters.
+	if len(opts.OriginalRecipient) > 500 {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "ORCPT longer than 500 characters"}
+	}
 	r := queue.Recipient{Addr: to}
 	for _, n := range opts.Notify {
 		r.Notify = append(r.Notify, string(n))
@@ -333,8 +341,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 // validAddress accepts local@domain with a plausible domain or address
-// literal; the delivery side needs a domain to route by.
+// literal; the delivery side needs a domain to route by. RFC 5321
+// §4.5.3.1.3 limits a path to 256 octets, brackets included.
 func validAddress(a string) bool {
+	if len(a) > 254 {
+		return false
+	}
 	i := strings.LastIndexByte(a, '@')
 	if i <= 0 || i == len(a)-1 {
 		return false

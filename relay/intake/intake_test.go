@@ -496,9 +496,14 @@ func TestShutdownClosesIdleSessionsAndFinishesTransactions(t *testing.T) {
 		defer cancel()
 		done <- srv.Shutdown(ctx)
 	}()
-	// The idle session is told to go away without waiting for its timeout.
-	if err := idle.Noop(); err == nil {
-		t.Fatal("idle session still served after shutdown began")
+	// The idle session is told to go away without waiting for its
+	// command timeout (a minute here).
+	deadline := time.Now().Add(5 * time.Second)
+	for idle.Noop() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("idle session still served after shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// The transaction in progress completes and is acknowledged.
 	time.Sleep(100 * time.Millisecond)
@@ -514,5 +519,23 @@ func TestShutdownClosesIdleSessionsAndFinishesTransactions(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", r.addr, time.Second); err == nil {
 		t.Fatal("still accepting connections after shutdown")
+	}
+}
+
+func TestSUB04_OverlongAddressesAndParametersRefused(t *testing.T) {
+	r := startIntake(t, nil)
+	c := r.dial(t, "127.0.0.2", "plain")
+	long := strings.Repeat("a", 250) + "@example.com"
+	if err := c.Mail(long, nil); smtpCode(err) != 501 {
+		t.Fatalf("MAIL with a %d-octet address: %v, want 501", len(long), err)
+	}
+	if err := c.Mail("a@example.org", &smtp.MailOptions{EnvelopeID: strings.Repeat("e", 101)}); smtpCode(err) != 501 {
+		t.Fatalf("ENVID of 101 characters: %v, want 501", err)
+	}
+	if err := c.Mail("a@example.org", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(long, nil); smtpCode(err) != 501 {
+		t.Fatalf("RCPT with a %d-octet address: %v, want 501", len(long), err)
 	}
 }
