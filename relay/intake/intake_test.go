@@ -3,15 +3,9 @@ package intake
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -22,30 +16,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/relaysec/relay/internal/testnet"
 	"github.com/relaysec/relay/queue"
 )
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "relay.test"},
-		DNSNames:     []string{"relay.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 type testRelay struct {
 	q    *queue.Queue
@@ -75,7 +48,7 @@ func startIntake(t *testing.T, mod func(*Options)) *testRelay {
 		TLS:                 TLSNone,
 		Auth:                AuthNone,
 		TrustedNetworks:     []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
-		TLSConfig:           &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}},
+		TLSConfig:           &tls.Config{Certificates: []tls.Certificate{testnet.SelfSigned(t, "relay.test")}},
 		Users:               users,
 		MaxMessageBytes:     10000,
 		MaxRecipients:       5,
