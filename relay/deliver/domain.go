@@ -52,6 +52,10 @@ type hostFailure struct {
 	reply     string
 	status    string
 	permanent bool // all recipients fail permanently (5xx to MAIL, DATA)
+	// requireTLS marks a host refused only because it cannot carry a
+	// REQUIRETLS message (RFC 8689): when every host fails so, the
+	// message bounces with 5.7.30 instead of waiting out its lifetime.
+	requireTLS bool
 }
 
 // deliverDomain delivers the recipients rcpts of m that share one domain.
@@ -110,7 +114,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			if err != nil {
 				reason = fmt.Sprintf("address lookup for MX host %s failed: %v", host, err)
 			}
-			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: host, Result: "deferred", Error: reason})
+			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host), Result: "deferred", Error: reason})
 			last = &hostFailure{reason: reason, status: "4.4.3"}
 			onlyRequireTLS = false
 			continue
@@ -118,7 +122,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		hp, err := e.opts.Policy.ForHost(ctx, secpolicy.Destination{Domain: domain, Host: host, Security: route.Security})
 		if err != nil {
 			reason := fmt.Sprintf("security policy for %s: %v", host, err)
-			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: host, Result: "deferred", Error: reason})
+			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host), Result: "deferred", Error: reason})
 			last = &hostFailure{reason: reason, status: "4.7.5"}
 			onlyRequireTLS = false
 			continue
@@ -127,11 +131,10 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			// RFC 8689 §4.2.1: REQUIRETLS mail goes only over a DANE- or
 			// MTA-STS-authenticated connection.
 			reason := fmt.Sprintf("REQUIRETLS: %s is not authenticated by DANE or MTA-STS (%s)", host, hp.Kind)
-			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: host, Policy: string(hp.Kind), Result: "deferred", Error: reason})
-			last = &hostFailure{reason: reason, status: "5.7.30"}
+			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host), Policy: string(hp.Kind), Result: "deferred", Error: reason})
+			last = &hostFailure{reason: reason, status: "5.7.30", requireTLS: true}
 			continue
 		}
-		onlyRequireTLS = false
 		for _, ip := range limitAddrs(ha.Addrs, 3) {
 			if len(pending) == 0 || ctx.Err() != nil {
 				break
@@ -145,6 +148,9 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 				continue
 			}
 			last = res.fail
+			if !res.fail.requireTLS {
+				onlyRequireTLS = false
+			}
 			if res.fail.permanent {
 				settle(outcome{state: queue.StateFailed, status: res.fail.status, remoteMTA: host, reply: res.fail.reply, reason: res.fail.reason}, all())
 			}
@@ -248,20 +254,36 @@ type attemptResult struct {
 // STARTTLS when offered (or required), and for opportunistic TLS a
 // cleartext retry after a failed handshake (checklist TLS01).
 func (e *Engine) attempt(ctx context.Context, m *queue.Message, host string, ip netip.Addr, port int, hp secpolicy.HostPolicy, rcpts []int) ([]queue.Attempt, attemptResult) {
-	att, res, handshakeFailed := e.attemptOnce(ctx, m, host, ip, port, hp, rcpts)
+	att, res, retry := e.attemptOnce(ctx, m, host, ip, port, hp, rcpts, true)
 	atts := []queue.Attempt{att}
-	if handshakeFailed && hp.PlainFallback && !hp.RequireTLS {
+	switch retry {
+	case retryFresh:
+		// A pooled connection the server had already dropped says
+		// nothing about the host: try once more on a new connection.
+		att, res, retry = e.attemptOnce(ctx, m, host, ip, port, hp, rcpts, false)
+		atts = append(atts, att)
+	}
+	if retry == retryPlain && hp.PlainFallback && !hp.RequireTLS {
 		plain := hp
 		plain.Kind = secpolicy.KindPlain
 		plain.TLSConfig = nil
 		plain.Reason = "cleartext retry after a failed opportunistic TLS handshake"
-		att, res, _ = e.attemptOnce(ctx, m, host, ip, port, plain, rcpts)
+		att, res, _ = e.attemptOnce(ctx, m, host, ip, port, plain, rcpts, false)
 		atts = append(atts, att)
 	}
 	return atts, res
 }
 
-func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string, ip netip.Addr, port int, hp secpolicy.HostPolicy, rcpts []int) (att queue.Attempt, res attemptResult, handshakeFailed bool) {
+// retryHint tells attempt how an attemptOnce may be repeated.
+type retryHint int
+
+const (
+	retryNone  retryHint = iota
+	retryFresh           // a reused connection failed before MAIL was answered
+	retryPlain           // the opportunistic TLS handshake failed
+)
+
+func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string, ip netip.Addr, port int, hp secpolicy.HostPolicy, rcpts []int, mayReuse bool) (att queue.Attempt, res attemptResult, retry retryHint) {
 	start := e.opts.Now()
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	att = queue.Attempt{Time: start, Recipients: addrs(m, rcpts), Host: strings.TrimSuffix(host, "."), IP: ip.String(), Policy: string(hp.Kind)}
@@ -273,19 +295,12 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 				att.Reply = res.fail.reply
 			}
 		}
-		switch {
-		case res.fail != nil && res.fail.permanent:
-			att.Result = "failed"
-		case res.fail != nil:
-			att.Result = "deferred"
-		default:
-			att.Result = summarize(res.rcpt)
-		}
+		att.Result = summarize(res)
 	}()
 	fail := func(f hostFailure) { res.fail = &f }
 
 	key := fmt.Sprintf("%s|%s|%s", addr, hp.Kind, host)
-	c, err := e.pool.get(ctx, ip.String(), key)
+	c, err := e.pool.get(ctx, ip.String(), key, mayReuse)
 	if err != nil {
 		fail(hostFailure{reason: "shutting down", status: "4.3.2"})
 		return
@@ -296,7 +311,10 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 		if err != nil {
 			e.pool.done(ip.String())
 			var tlsErr *smtpclient.TLSError
-			handshakeFailed = errors.As(err, &tlsErr)
+			handshakeFailed := errors.As(err, &tlsErr)
+			if handshakeFailed {
+				retry = retryPlain
+			}
 			var reply *smtpclient.Reply
 			f := hostFailure{reason: err.Error(), status: "4.4.1"}
 			if errors.As(err, &reply) {
@@ -338,23 +356,26 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 	result, err := c.Send(ctx, m.From, params, list, io.Reader(body))
 	_, remoteDSN := c.Extension("DSN")
 	if result != nil {
+		var replies []string
 		for i, r := range result.Rcpts {
-			if r == nil {
+			if r == nil || r.Positive() {
 				continue
 			}
-			switch {
-			case r.Permanent():
+			replies = append(replies, "RCPT "+m.Recipients[rcpts[i]].Addr+": "+r.Error())
+			if r.Permanent() {
 				res.rcpt = append(res.rcpt, rcptResult{idx: rcpts[i], state: queue.StateFailed, status: enhanced(r, "5.0.0"), reply: r.Error()})
-			case r.Temporary():
-				// SMTP02: a 4xx defers this recipient only; it is tried at
-				// the next host too, then retried later.
 			}
+			// SMTP02: a 4xx defers this recipient only; it is tried at
+			// the next host too, then retried later.
 		}
-		if result.Data != nil {
-			att.Reply = result.Data.Error()
-		} else if result.Mail != nil {
-			att.Reply = result.Mail.Error()
+		// The reply to the message first, then the recipients' refusals.
+		switch {
+		case result.Data != nil:
+			replies = append([]string{result.Data.Error()}, replies...)
+		case result.Mail != nil && (len(replies) == 0 || !result.Mail.Positive()):
+			replies = append([]string{result.Mail.Error()}, replies...)
 		}
+		att.Reply = strings.Join(replies, "; ")
 	}
 	switch {
 	case err == nil:
@@ -400,7 +421,7 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 			fail(hostFailure{reason: fmt.Sprintf("message cannot be sent: %v", err), status: "5.5.2", permanent: true})
 			e.release(ctx, ip.String(), key, c)
 		case errors.Is(err, smtpclient.ErrNeedsREQUIRETLS):
-			fail(hostFailure{reason: att.Host + " does not offer REQUIRETLS, which this message requires", status: "5.7.30"})
+			fail(hostFailure{reason: att.Host + " does not offer REQUIRETLS, which this message requires", status: "5.7.30", requireTLS: true})
 			e.release(ctx, ip.String(), key, c)
 		default:
 			// Connection trouble. If the final dot may have been sent,
@@ -409,10 +430,11 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 			fail(hostFailure{reason: fmt.Sprintf("connection to %s [%s] failed: %v", att.Host, ip, err), status: "4.4.2"})
 			c.Close()
 			e.pool.done(ip.String())
-			if reused {
-				// A reused connection may simply have timed out at the
-				// server: this is not the host's fault.
+			if reused && (result == nil || result.Mail == nil) {
+				// The server may simply have closed an idle connection;
+				// nothing was delivered on it.
 				res.fail.reason += " (reused connection)"
+				retry = retryFresh
 			}
 		}
 	}
@@ -471,9 +493,11 @@ func enhanced(r *smtpclient.Reply, def string) string {
 	return def
 }
 
-func summarize(rs []rcptResult) string {
+// summarize names an attempt's result: delivered, failed or deferred
+// when every recipient it carried ended alike, partial otherwise.
+func summarize(res attemptResult) string {
 	delivered, failed := 0, 0
-	for _, r := range rs {
+	for _, r := range res.rcpt {
 		switch r.state {
 		case queue.StateDelivered:
 			delivered++
@@ -482,6 +506,12 @@ func summarize(rs []rcptResult) string {
 		}
 	}
 	switch {
+	case res.fail != nil && res.fail.permanent && delivered == 0:
+		return "failed"
+	case res.fail != nil && delivered+failed > 0:
+		return "partial" // some recipients settled, the others go on
+	case res.fail != nil:
+		return "deferred"
 	case failed == 0 && delivered > 0:
 		return "delivered"
 	case delivered == 0 && failed > 0:

@@ -44,13 +44,14 @@ func (p *connPool) signal() {
 	p.wake = make(chan struct{})
 }
 
-// get returns an idle connection for key (reused = true), or reserves a
-// slot for a new connection to ip (client nil): the caller dials and must
-// later call put or done. It waits while ip is at its limit.
-func (p *connPool) get(ctx context.Context, ip, key string) (*smtpclient.Client, error) {
+// get returns an idle connection for key when reuse is allowed, or
+// reserves a slot for a new connection to ip (client nil): the caller
+// dials and must later call put or done. It waits while ip is at its
+// limit.
+func (p *connPool) get(ctx context.Context, ip, key string, reuse bool) (*smtpclient.Client, error) {
 	for {
 		p.mu.Lock()
-		if list := p.idle[key]; len(list) > 0 {
+		if list := p.idle[key]; reuse && len(list) > 0 {
 			ic := list[len(list)-1]
 			p.idle[key] = list[:len(list)-1]
 			delete(p.keyIP, ic)
@@ -67,7 +68,7 @@ func (p *connPool) get(ctx context.Context, ip, key string) (*smtpclient.Client,
 		// key (another policy or host name) gives up its slot.
 		var victim *idleConn
 		for ic, vip := range p.keyIP {
-			if vip == ip {
+			if vip == ip && (ic.key != key || !reuse) {
 				victim = ic
 				break
 			}
