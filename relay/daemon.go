@@ -114,6 +114,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		Addr: resolverAddr, TrustAD: cfg.DNS.TrustAD, Timeout: cfg.DNS.Timeout.Duration,
 		Logger: log.With("component", "dns"),
 	})
+	if !cfg.Delivery.DANE {
+		log.Warn("DANE is turned off ([delivery] dane = false): TLSA records are ignored and hosts that publish them get opportunistic TLS only")
+	}
 	engine := deliver.New(deliveryOptions(cfg, q, resolver, opts, log))
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -193,7 +196,7 @@ func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Res
 		Hostname:           cfg.Hostname,
 		Queue:              q,
 		Resolver:           resolver,
-		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: resolver}),
+		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: resolver, DANE: d.DANE}),
 		Routes:             routes,
 		Workers:            d.Workers,
 		PerHostConnections: d.PerHostConnections,

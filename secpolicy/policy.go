@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Kind names the protection a connection gets. The names are those of the
@@ -55,6 +58,20 @@ type HostPolicy struct {
 	Authenticated bool
 	// Reason explains the decision for logs, attempt records and DSNs.
 	Reason string
+	// TLSA is the TLSA lookup result when DANE applies.
+	TLSA *TLSAResult
+
+	dane *daneVerifier
+}
+
+// Verified describes what authenticated the last handshake made with this
+// policy's TLSConfig ("DANE-EE 3 1 1 matched the server certificate"), or
+// "" when nothing was verified.
+func (hp HostPolicy) Verified() string {
+	if hp.dane != nil {
+		return hp.dane.matched
+	}
+	return ""
 }
 
 // Destination is what the policy is asked about: the recipient domain and
@@ -64,16 +81,27 @@ type Destination struct {
 	Domain string
 	// Host is the MX host name (or a route's next hop) the relay connects to.
 	Host string
+	// Port is the SMTP port; 0 means 25. TLSA records are looked up for it.
+	Port int
 	// Security is a route's security override ("" for automatic).
 	Security string
+	// MXSecure: the MX RRset, or for an implicit MX the domain's address
+	// records, is DNSSEC-secure; true for a configured next hop.
+	MXSecure bool
+	// HostSecure: the host's address records are DNSSEC-secure.
+	HostSecure bool
 }
 
 // PolicyConfig configures a Policy.
 type PolicyConfig struct {
 	Resolver *Resolver
+	// DANE enables DANE (RFC 7672); when false no TLSA lookups are made.
+	DANE bool
 	// RootCAs verifies Web PKI certificates (tls-verify); nil means the
 	// system pool.
 	RootCAs *x509.CertPool
+	// Now is the clock for certificate validity; nil means time.Now.
+	Now func() time.Time
 }
 
 // Policy decides the per-host TLS policy of deliveries.
@@ -82,7 +110,12 @@ type Policy struct {
 }
 
 // NewPolicy returns a policy decider.
-func NewPolicy(cfg PolicyConfig) *Policy { return &Policy{cfg: cfg} }
+func NewPolicy(cfg PolicyConfig) *Policy {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Policy{cfg: cfg}
+}
 
 // ForHost decides how to secure the connection to d.Host. An error means
 // the host must not be used for this attempt (a temporary failure for the
@@ -106,22 +139,109 @@ func (p *Policy) ForHost(ctx context.Context, d Destination) (HostPolicy, error)
 			Kind:          KindTLSVerify,
 			RequireTLS:    true,
 			Authenticated: true,
-			TLSConfig:     &tls.Config{ServerName: sni, RootCAs: p.cfg.RootCAs, MinVersion: tls.VersionTLS12},
+			TLSConfig:     &tls.Config{ServerName: sni, RootCAs: p.cfg.RootCAs, MinVersion: tls.VersionTLS12, Time: p.cfg.Now},
 			Reason:        "route security tls-verify: STARTTLS required, Web PKI certificate for " + sni,
 		}, nil
-	case SecurityDANEOnly, SecurityMTASTSOrDANE:
-		// Fail closed: a route that demands DANE or MTA-STS is never
-		// delivered with less while those are not implemented.
-		return HostPolicy{}, fmt.Errorf("route security %q for %s cannot be met: this relay does not implement it yet", d.Security, d.Domain)
-	case SecurityAuto:
-		return HostPolicy{
-			Kind:          KindOpportunistic,
-			PlainFallback: true,
-			// RFC 7435: any encryption beats none, so old TLS versions and
-			// unverifiable certificates are accepted here.
-			TLSConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10},
-			Reason:    "no DANE or MTA-STS policy: opportunistic STARTTLS",
-		}, nil
+	case SecurityAuto, SecurityDANEOnly, SecurityMTASTSOrDANE:
+	default:
+		return HostPolicy{}, fmt.Errorf("unknown route security %q", d.Security)
 	}
-	return HostPolicy{}, fmt.Errorf("unknown route security %q", d.Security)
+
+	hp, why, err := p.dane(ctx, d)
+	if err != nil {
+		return HostPolicy{}, err
+	}
+	if hp != nil {
+		return *hp, nil
+	}
+	switch d.Security {
+	case SecurityDANEOnly:
+		return HostPolicy{}, fmt.Errorf("route security dane-only cannot be met for %s: DANE does not apply (%s)", sni, why)
+	case SecurityMTASTSOrDANE:
+		// Fail closed: MTA-STS is not implemented yet, so such a route is
+		// never delivered with less than DANE.
+		return HostPolicy{}, fmt.Errorf("route security mta-sts-or-dane cannot be met for %s: DANE does not apply (%s) and MTA-STS is not implemented yet", sni, why)
+	}
+	return HostPolicy{
+		Kind:          KindOpportunistic,
+		PlainFallback: true,
+		// RFC 7435: any encryption beats none, so old TLS versions and
+		// unverifiable certificates are accepted here.
+		TLSConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10},
+		Reason:    "opportunistic STARTTLS: no DANE (" + why + ")",
+	}, nil
+}
+
+// dane decides whether DANE applies to d.Host (checklist DANE01–DANE07). It
+// returns the DANE policy, or nil and the reason DANE does not apply, or an
+// error when the host must be skipped (DANE05).
+func (p *Policy) dane(ctx context.Context, d Destination) (*HostPolicy, string, error) {
+	switch {
+	case !p.cfg.DANE:
+		return nil, "DANE disabled in the configuration", nil
+	case p.cfg.Resolver == nil || !p.cfg.Resolver.TrustsAD():
+		return nil, "the resolver's AD bit is not trusted", nil
+	case !d.MXSecure:
+		// DANE01: an insecure MX RRset gives no TLSA lookup at all.
+		return nil, "MX records not DNSSEC-signed", nil
+	case !d.HostSecure:
+		return nil, "address records of " + strings.TrimSuffix(d.Host, ".") + " not DNSSEC-signed", nil
+	}
+	port := d.Port
+	if port == 0 {
+		port = 25
+	}
+	host := dns.Fqdn(strings.ToLower(d.Host))
+	// The CNAME chain of the host's address records (already cached from
+	// the address lookup) gives the expanded name for DANE02.
+	target, chainSecure := host, false
+	if a, err := p.cfg.Resolver.Lookup(ctx, host, dns.TypeA); err == nil {
+		target, chainSecure = a.Target(), a.Security == Secure
+	} else if a, err := p.cfg.Resolver.Lookup(ctx, host, dns.TypeAAAA); err == nil {
+		target, chainSecure = a.Target(), a.Security == Secure
+	}
+	tr, err := p.cfg.Resolver.lookupTLSA(ctx, host, port, target, chainSecure)
+	if err != nil {
+		return nil, "", err
+	}
+	if tr == nil {
+		return nil, "no DNSSEC-signed TLSA records for " + strings.TrimSuffix(host, "."), nil
+	}
+	base := strings.TrimSuffix(tr.BaseDomain, ".")
+	if !tr.Usable {
+		// DANE07 / RFC 7672 §3.1.3: only unusable records: STARTTLS is
+		// still mandatory, but the certificate is not authenticated.
+		return &HostPolicy{
+			Kind:       KindDANEUnauth,
+			RequireTLS: true,
+			TLSConfig:  &tls.Config{ServerName: base, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12},
+			Reason:     fmt.Sprintf("DANE: TLSA records at %s are all unusable: TLS required, certificate not authenticated", strings.TrimSuffix(tr.Name, ".")),
+			TLSA:       tr,
+		}, "", nil
+	}
+	v := &daneVerifier{
+		// DANE10: reference identifiers are the TLSA base domain, the
+		// original MX host name and the next-hop domain.
+		names: []string{base, strings.TrimSuffix(host, "."), strings.TrimSuffix(d.Domain, ".")},
+		now:   p.cfg.Now,
+	}
+	for _, r := range tr.Records {
+		if r.Unusable == "" {
+			v.records = append(v.records, r)
+		}
+	}
+	return &HostPolicy{
+		Kind:          KindDANE,
+		RequireTLS:    true,
+		Authenticated: true,
+		TLSConfig: &tls.Config{
+			ServerName:         base, // DANE11: SNI is the TLSA base domain
+			InsecureSkipVerify: true, // Web PKI checks replaced by DANE ones below
+			VerifyConnection:   v.verify,
+			MinVersion:         tls.VersionTLS12, // TLS04
+		},
+		Reason: fmt.Sprintf("DANE: %d usable TLSA record(s) at %s", len(v.records), strings.TrimSuffix(tr.Name, ".")),
+		TLSA:   tr,
+		dane:   v,
+	}, "", nil
 }

@@ -90,7 +90,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 	}
 
 	route := e.routes[domain]
-	hosts, port, fail := e.resolveHosts(ctx, domain, route)
+	hosts, port, mxSecure, fail := e.resolveHosts(ctx, domain, route)
 	if fail != nil {
 		state := queue.StateDeferred
 		if fail.permanent {
@@ -119,7 +119,10 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			onlyRequireTLS = false
 			continue
 		}
-		hp, err := e.opts.Policy.ForHost(ctx, secpolicy.Destination{Domain: domain, Host: host, Security: route.Security})
+		hp, err := e.opts.Policy.ForHost(ctx, secpolicy.Destination{
+			Domain: domain, Host: host, Port: port, Security: route.Security,
+			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure,
+		})
 		if err != nil {
 			reason := fmt.Sprintf("security policy for %s: %v", host, err)
 			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host), Result: "deferred", Error: reason})
@@ -200,26 +203,28 @@ func addrs(m *queue.Message, idx []int) []string {
 	return out
 }
 
-// resolveHosts returns the hosts to try for domain in order, and the port.
-// A non-nil hostFailure settles every recipient (MX02–MX04).
-func (e *Engine) resolveHosts(ctx context.Context, domain string, route Route) ([]string, int, *hostFailure) {
+// resolveHosts returns the hosts to try for domain in order, the port,
+// and whether the MX RRset is DNSSEC-secure (a configured next hop counts
+// as secure: it comes from the operator, not from DNS). A non-nil
+// hostFailure settles every recipient (MX02–MX04).
+func (e *Engine) resolveHosts(ctx context.Context, domain string, route Route) ([]string, int, bool, *hostFailure) {
 	if route.NextHop != "" {
 		h, p := e.hostPort(route.NextHop)
-		return []string{h}, p, nil
+		return []string{h}, p, true, nil
 	}
 	mx, err := e.opts.Resolver.LookupMX(ctx, domain)
 	switch {
 	case err != nil:
 		// MX04: a failed MX lookup defers the domain; never fall back
 		// to address records.
-		return nil, 0, &hostFailure{reason: fmt.Sprintf("MX lookup for %s failed: %v", domain, err), status: "4.4.3"}
+		return nil, 0, false, &hostFailure{reason: fmt.Sprintf("MX lookup for %s failed: %v", domain, err), status: "4.4.3"}
 	case mx.NoDomain:
-		return nil, 0, &hostFailure{reason: fmt.Sprintf("domain %s does not exist (NXDOMAIN)", domain), status: "5.1.2", permanent: true}
+		return nil, 0, false, &hostFailure{reason: fmt.Sprintf("domain %s does not exist (NXDOMAIN)", domain), status: "5.1.2", permanent: true}
 	case mx.NullMX:
 		// RFC 7505 §3: a null MX means the domain accepts no mail.
-		return nil, 0, &hostFailure{reason: fmt.Sprintf("domain %s accepts no mail (null MX, RFC 7505)", domain), status: "5.1.10", permanent: true}
+		return nil, 0, false, &hostFailure{reason: fmt.Sprintf("domain %s accepts no mail (null MX, RFC 7505)", domain), status: "5.1.10", permanent: true}
 	case len(mx.Hosts) == 0:
-		return nil, 0, &hostFailure{reason: fmt.Sprintf("domain %s has no usable MX host", domain), status: "4.4.4"}
+		return nil, 0, false, &hostFailure{reason: fmt.Sprintf("domain %s has no usable MX host", domain), status: "4.4.4"}
 	}
 	hosts := make([]string, 0, len(mx.Hosts))
 	for _, h := range mx.Hosts {
@@ -229,9 +234,9 @@ func (e *Engine) resolveHosts(ctx context.Context, domain string, route Route) (
 		hosts = append(hosts, h.Name)
 	}
 	if len(hosts) == 0 {
-		return nil, 0, &hostFailure{reason: fmt.Sprintf("MX of %s points back to this relay (%s)", domain, e.opts.Hostname), status: "5.4.6", permanent: true}
+		return nil, 0, false, &hostFailure{reason: fmt.Sprintf("MX of %s points back to this relay (%s)", domain, e.opts.Hostname), status: "5.4.6", permanent: true}
 	}
-	return hosts, e.opts.Port, nil
+	return hosts, e.opts.Port, mx.Security == secpolicy.Secure, nil
 }
 
 // rcptResult is the settled outcome of one recipient at one host.
@@ -331,9 +336,14 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 	if st, ok := c.TLSState(); ok {
 		att.TLSVersion = tls.VersionName(st.Version)
 		att.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
-		if hp.Authenticated {
+		switch {
+		case hp.Authenticated && reused:
+			att.Verification = "ok: verified when the connection was opened (" + hp.Reason + ")"
+		case hp.Verified() != "":
+			att.Verification = "ok: " + hp.Verified()
+		case hp.Authenticated:
 			att.Verification = "ok: " + hp.Reason
-		} else {
+		default:
 			att.Verification = "not checked (" + string(hp.Kind) + ")"
 		}
 	} else {
@@ -474,7 +484,11 @@ func (e *Engine) connect(ctx context.Context, addr string, hp secpolicy.HostPoli
 	if _, ok := c.Extension("STARTTLS"); !ok {
 		if hp.RequireTLS {
 			c.Quit()
-			return nil, fmt.Errorf("%s does not offer STARTTLS, but policy %s requires TLS", addr, hp.Kind)
+			if hp.TLSA != nil {
+				// DANE08 / RFC 7672 §2.2: never a cleartext fallback.
+				return nil, fmt.Errorf("STARTTLS not offered by %s but DANE TLSA records are published at %s", addr, strings.TrimSuffix(hp.TLSA.Name, "."))
+			}
+			return nil, fmt.Errorf("STARTTLS not offered by %s, but policy %s requires TLS", addr, hp.Kind)
 		}
 		return c, nil // TLS03: never send STARTTLS when not offered
 	}

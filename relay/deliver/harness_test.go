@@ -66,7 +66,7 @@ func newFixture(t *testing.T) *fixture {
 		Hostname:           "relay.test",
 		Queue:              q,
 		Resolver:           res,
-		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: res}),
+		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: res, DANE: true}),
 		Workers:            8,
 		PerHostConnections: 4,
 		FirstRetry:         time.Minute,
