@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}()
 
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version}),
+		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	wg.Go(func() {

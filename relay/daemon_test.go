@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/relaysec/relay/internal/testnet"
+	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/config"
 )
 
@@ -234,5 +237,82 @@ trusted_networks = ["127.0.0.0/8"]
 	data := string(got.Data)
 	if !strings.HasPrefix(data, "Received: ") || !strings.HasSuffix(data, body) || strings.Count(data, "Received:") != 1 {
 		t.Fatalf("message changed on the way:\n%q", data)
+	}
+}
+
+// TestPolicyLookupExplainsDANE asks a running daemon, through the admin
+// API that `relayctl policy lookup` uses, what it would do for a domain
+// with DNSSEC-signed MX and TLSA records, and probes the live host.
+func TestPolicyLookupExplainsDANE(t *testing.T) {
+	ca := testnet.NewCA(t)
+	cert := ca.Issue("mx.dest.test")
+	spki := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
+	zone := testnet.NewZone(
+		"dest.test. 300 IN MX 10 mx.dest.test.",
+		"dest.test. 300 IN MX 20 mx2.dest.test.",
+		"mx.dest.test. 300 IN A 127.0.0.22",
+		"mx2.dest.test. 300 IN A 127.0.0.23",
+		"_25._tcp.mx.dest.test. 300 IN TLSA 3 1 1 "+hex.EncodeToString(spki[:]),
+		"_25._tcp.mx.dest.test. 300 IN TLSA 1 1 1 "+hex.EncodeToString(spki[:]),
+	)
+	zone.Sign("dest.test.")
+	dnsSrv := testnet.StartDNS(t, zone)
+	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.22:0", TLSCert: &cert})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+hostname = "relay.test"
+data_dir = %q
+[dns]
+resolver = %q
+[[listener]]
+address = %q
+trusted_networks = ["127.0.0.0/8"]
+`, t.TempDir(), dnsSrv.Addr(), addr)), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		done <- Run(ctx, cfg, Options{Version: "test", MXPort: rcv.Port(), Ready: func() { close(ready) }})
+	}()
+	defer func() { cancel(); <-done }()
+	<-ready
+
+	c := admin.NewClient(cfg.AdminSocketPath())
+	defer c.Close()
+	ex, err := c.PolicyLookup(context.Background(), "dest.test", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.MXSecurity != "secure" || len(ex.Hosts) != 2 {
+		t.Fatalf("explanation %+v", ex)
+	}
+	h := ex.Hosts[0]
+	if h.Host != "mx.dest.test" || h.Policy != "dane" || h.TLSABase != "mx.dest.test" || len(h.TLSA) != 2 {
+		t.Fatalf("first host %+v", h)
+	}
+	usable := map[bool]int{}
+	for _, r := range h.TLSA {
+		usable[r.Usable]++
+	}
+	if usable[true] != 1 || usable[false] != 1 {
+		t.Errorf("TLSA verdicts %+v, want the 3 1 1 usable and the 1 1 1 unusable", h.TLSA)
+	}
+	if h.Probe == nil || !strings.HasPrefix(h.Probe.Verification, "ok: DANE-EE 3 1 1") {
+		t.Errorf("probe %+v", h.Probe)
+	}
+	if rcv.Messages() != nil && len(rcv.Messages()) != 0 {
+		t.Error("the probe sent mail")
+	}
+	if h2 := ex.Hosts[1]; h2.Policy != "opportunistic" || !strings.Contains(h2.Reason, "no DNSSEC-signed TLSA") {
+		t.Errorf("second host %+v", h2)
 	}
 }

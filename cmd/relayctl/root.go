@@ -53,7 +53,7 @@ The socket is found with --socket, else from the configuration named by
 	pf.StringVar(&a.socketPath, "socket", "", "admin socket `path` (overrides --config)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the admin API's JSON instead of tables")
 
-	root.AddCommand(newQueueCmd(a), newUserCmd(a), newVersionCmd(a))
+	root.AddCommand(newQueueCmd(a), newUserCmd(a), newVersionCmd(a), newPolicyCmd(a))
 	return root
 }
 

@@ -21,6 +21,8 @@ type Options struct {
 	// Started is when the daemon started; zero means when Handler was
 	// called.
 	Started time.Time
+	// Policy answers GET /v1/policy/{domain}; nil disables it.
+	Policy PolicyExplainer
 }
 
 // server holds what the handlers share; one per Handler call.
@@ -52,6 +54,7 @@ func Handler(q *queue.Queue, log *slog.Logger, opts Options) http.Handler {
 	s.mux.HandleFunc("POST /v1/queue/messages/{id}/retry", s.change("retry", q.Retry))
 	s.mux.HandleFunc("DELETE /v1/queue/messages/{id}", s.delete)
 	s.mux.HandleFunc("POST /v1/queue/retry", s.retryWhere)
+	s.mux.HandleFunc("GET /v1/policy/{domain}", s.policyLookup)
 	return s
 }
 

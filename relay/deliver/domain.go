@@ -120,7 +120,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			continue
 		}
 		hp, err := e.opts.Policy.ForHost(ctx, secpolicy.Destination{
-			Domain: domain, Host: host, Port: port, Security: route.Security,
+			Domain: domain, Host: host, Port: e.tlsaPort(route, port), Security: route.Security,
 			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure,
 		})
 		if err != nil {

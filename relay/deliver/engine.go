@@ -295,6 +295,16 @@ func (e *Engine) backoff(n int) time.Duration {
 	return d + jitter
 }
 
+// tlsaPort is the port whose TLSA records apply to a host: 25 for MX hosts
+// (RFC 7672 §2.2; Options.Port only moves where tests connect), and a
+// route's own port for a next hop that names one.
+func (e *Engine) tlsaPort(route Route, port int) int {
+	if route.NextHop != "" {
+		return port
+	}
+	return 25
+}
+
 // hostPort splits a route's next hop into host and port.
 func (e *Engine) hostPort(nextHop string) (string, int) {
 	if h, p, err := net.SplitHostPort(nextHop); err == nil {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relaysec/relay/relay/deliver"
+)
+
+func newPolicyCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Show the transport security the relay applies to a destination",
+	}
+	var probe bool
+	lookup := &cobra.Command{
+		Use:   "lookup DOMAIN",
+		Short: "Show a domain's MX hosts and, per host, the policy the relay would apply and why",
+		Long: `Resolve DOMAIN as a delivery would, through the daemon's resolver, and show
+its MX hosts in order with, for each, the DNSSEC status of its address records,
+the TLSA base domain and records with their usable/unusable verdicts, and the
+policy the relay would apply (dane, dane-unauth, opportunistic, ...).
+With --probe, also connect to each host, run STARTTLS with that policy's
+certificate verification and quit without sending mail.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ex, err := c.PolicyLookup(cmd.Context(), args[0], probe)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(ex)
+			}
+			a.printExplanation(ex)
+			return nil
+		},
+	}
+	lookup.Flags().BoolVar(&probe, "probe", false, "connect to each host and verify its certificate (no mail is sent)")
+	cmd.AddCommand(lookup)
+	return cmd
+}
+
+func (a *app) printExplanation(ex *deliver.Explanation) {
+	out := a.stdout
+	fmt.Fprintf(out, "Domain:       %s\n", ex.Domain)
+	if ex.Route != nil {
+		fmt.Fprintf(out, "Route:        next hop %s, security %s\n", orDash(ex.Route.NextHop), orDash(ex.Route.Security))
+	}
+	if ex.Error != "" {
+		fmt.Fprintf(out, "MX:           %s\n", clean(ex.Error))
+		return
+	}
+	if ex.Verdict != "" {
+		fmt.Fprintf(out, "MX:           %s\n", clean(ex.Verdict))
+		return
+	}
+	fmt.Fprintf(out, "MX records:   %s\n", ex.MXSecurity)
+	for _, h := range ex.Hosts {
+		fmt.Fprintf(out, "\nMX %d %s\n", h.Preference, h.Host)
+		tw := a.table()
+		if len(h.Addrs) > 0 {
+			fmt.Fprintf(tw, "  addresses:\t%s (%s)\n", strings.Join(h.Addrs, " "), h.AddrSecurity)
+		}
+		if h.TLSAName != "" {
+			fmt.Fprintf(tw, "  TLSA:\t%s (base domain %s)\n", h.TLSAName, h.TLSABase)
+			for _, r := range h.TLSA {
+				verdict := "usable"
+				if !r.Usable {
+					verdict = "unusable: " + r.Unusable
+				}
+				fmt.Fprintf(tw, "  \t%s\t%s\n", r.Record, verdict)
+			}
+		}
+		if h.Error != "" {
+			fmt.Fprintf(tw, "  policy:\tnone: %s\n", clean(h.Error))
+		} else {
+			fmt.Fprintf(tw, "  policy:\t%s: %s\n", h.Policy, clean(h.Reason))
+		}
+		if p := h.Probe; p != nil {
+			fmt.Fprintf(tw, "  probe:\t%s\n", p.IP)
+			if p.Greeting != "" {
+				fmt.Fprintf(tw, "  \tgreeting: %s\n", clean(truncate(p.Greeting, 100)))
+			}
+			fmt.Fprintf(tw, "  \tSTARTTLS offered: %s\n", yesNo(p.STARTTLS))
+			if p.TLSVersion != "" {
+				fmt.Fprintf(tw, "  \tTLS: %s %s\n", p.TLSVersion, p.TLSCipher)
+			}
+			if p.Verification != "" {
+				fmt.Fprintf(tw, "  \tcertificate: %s\n", clean(p.Verification))
+			}
+			if p.Error != "" {
+				fmt.Fprintf(tw, "  \terror: %s\n", clean(p.Error))
+			}
+		}
+		tw.Flush()
+	}
+}
