@@ -96,6 +96,11 @@ type Attempt struct {
 	Reply        string        `json:"reply,omitempty"`
 	Result       string        `json:"result"` // delivered, deferred, failed
 	Error        string        `json:"error,omitempty"`
+	// PolicyDomain is the domain whose DANE or MTA-STS policy applied,
+	// and ResultType the RFC 8460 §4.3 result type of a policy failure
+	// (for TLS reporting); both empty when no policy was involved.
+	PolicyDomain string `json:"policy_domain,omitempty"`
+	ResultType   string `json:"result_type,omitempty"`
 }
 
 // maxAttempts bounds the attempt history kept per message; older entries

@@ -188,7 +188,7 @@ func (v *daneVerifier) verify(cs tls.ConnectionState) error {
 		rt := "validation-failure"
 		msg := strings.Join(taErrs, "; ")
 		switch {
-		case strings.Contains(msg, "does not match"):
+		case strings.Contains(msg, "do not match"):
 			rt = "certificate-host-mismatch"
 		case strings.Contains(msg, "expired") || strings.Contains(msg, "not yet valid"):
 			rt = "certificate-expired"
@@ -290,6 +290,7 @@ func anchorFromData(rec TLSARecord, chain []*x509.Certificate) *x509.Certificate
 			PublicKeyAlgorithm:    publicKeyAlgorithm(top.PublicKeyAlgorithm, pub),
 			BasicConstraintsValid: true,
 			IsCA:                  true,
+			MaxPathLen:            -1, // no path length limit of its own
 			Version:               3,
 			NotBefore:             time.Unix(0, 0),
 			NotAfter:              time.Unix(1<<40, 0),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -60,8 +61,43 @@ type HostPolicy struct {
 	Reason string
 	// TLSA is the TLSA lookup result when DANE applies.
 	TLSA *TLSAResult
+	// STS is the MTA-STS policy applied, when one is.
+	STS *STSPolicy
 
-	dane *daneVerifier
+	dane    *daneVerifier
+	testing *stsTestingVerifier
+}
+
+// TestingFailure is what an MTA-STS testing policy would have refused in
+// the last handshake (or about the host itself), "" when nothing.
+func (hp HostPolicy) TestingFailure() string {
+	if hp.testing != nil {
+		return hp.testing.failure
+	}
+	return ""
+}
+
+// ReuseKey identifies what a connection opened under this policy was
+// checked against. A pooled connection may carry mail for another
+// destination only when that destination's policy has the same key:
+// same kind, server name and, for DANE, the same TLSA records and
+// reference names (checklist DANE10, DANE14).
+func (hp HostPolicy) ReuseKey() string {
+	var b strings.Builder
+	b.WriteString(string(hp.Kind))
+	if hp.TLSConfig != nil {
+		b.WriteString("|" + hp.TLSConfig.ServerName)
+	}
+	if hp.dane != nil {
+		b.WriteString("|" + strings.Join(hp.dane.names, ","))
+		for _, r := range hp.dane.records {
+			fmt.Fprintf(&b, "|%s:%x", r.Params(), r.Data)
+		}
+	}
+	if hp.testing != nil {
+		b.WriteString("|" + hp.testing.failure)
+	}
+	return b.String()
 }
 
 // Verified describes what authenticated the last handshake made with this
@@ -90,6 +126,8 @@ type Destination struct {
 	MXSecure bool
 	// HostSecure: the host's address records are DNSSEC-secure.
 	HostSecure bool
+	// STS is the recipient domain's MTA-STS policy; nil when it has none.
+	STS *STSPolicy
 }
 
 // PolicyConfig configures a Policy.
@@ -152,15 +190,53 @@ func (p *Policy) ForHost(ctx context.Context, d Destination) (HostPolicy, error)
 		return HostPolicy{}, err
 	}
 	if hp != nil {
+		if d.Security == SecurityDANEOnly && hp.Kind == KindDANEUnauth {
+			return HostPolicy{}, fmt.Errorf("route security dane-only cannot be met for %s: its TLSA records are all unusable", sni)
+		}
+		// STS16 / RFC 8461 §2: where DANE applies, MTA-STS is not applied
+		// to that host, and it can never rescue a failing DANE host.
 		return *hp, nil
 	}
-	switch d.Security {
-	case SecurityDANEOnly:
+	if d.Security == SecurityDANEOnly {
 		return HostPolicy{}, fmt.Errorf("route security dane-only cannot be met for %s: DANE does not apply (%s)", sni, why)
-	case SecurityMTASTSOrDANE:
-		// Fail closed: MTA-STS is not implemented yet, so such a route is
-		// never delivered with less than DANE.
-		return HostPolicy{}, fmt.Errorf("route security mta-sts-or-dane cannot be met for %s: DANE does not apply (%s) and MTA-STS is not implemented yet", sni, why)
+	}
+	if sts := d.STS; sts != nil && sts.Mode != STSModeNone {
+		enforce := sts.Mode == STSModeEnforce || d.Security == SecurityMTASTSOrDANE
+		listed := sts.Match != nil && sts.Match(sni)
+		if enforce {
+			if !listed {
+				// STS12: hosts outside the policy are not connected to.
+				return HostPolicy{}, &PolicyError{ResultType: "validation-failure",
+					Msg: fmt.Sprintf("MTA-STS: %s is not an MX host allowed by the policy of %s (id %s)", sni, d.Domain, sts.ID)}
+			}
+			return HostPolicy{
+				Kind:          KindMTASTS,
+				RequireTLS:    true,
+				Authenticated: true,
+				// RFC 8461 §4.2: STARTTLS and a Web PKI certificate that is
+				// valid, unexpired and names the MX host.
+				TLSConfig: &tls.Config{ServerName: sni, RootCAs: p.cfg.RootCAs, MinVersion: tls.VersionTLS12, Time: p.cfg.Now},
+				Reason:    fmt.Sprintf("MTA-STS policy of %s in mode %s (id %s)", d.Domain, sts.Mode, sts.ID),
+				STS:       sts,
+			}, nil
+		}
+		// STS14 / RFC 8461 §5: testing: deliver as without a policy, but
+		// check what enforce would demand and record the failure.
+		v := &stsTestingVerifier{host: sni, roots: p.cfg.RootCAs, now: p.cfg.Now}
+		if !listed {
+			v.failure = fmt.Sprintf("%s is not an MX host allowed by the policy", sni)
+		}
+		return HostPolicy{
+			Kind:          KindMTASTSTesting,
+			PlainFallback: true,
+			TLSConfig:     &tls.Config{ServerName: sni, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, VerifyConnection: v.verify},
+			Reason:        fmt.Sprintf("MTA-STS policy of %s in mode testing (id %s): failures are recorded, not enforced", d.Domain, sts.ID),
+			STS:           sts,
+			testing:       v,
+		}, nil
+	}
+	if d.Security == SecurityMTASTSOrDANE {
+		return HostPolicy{}, fmt.Errorf("route security mta-sts-or-dane cannot be met for %s: DANE does not apply (%s) and %s publishes no MTA-STS policy", sni, why, d.Domain)
 	}
 	return HostPolicy{
 		Kind:          KindOpportunistic,
@@ -168,8 +244,106 @@ func (p *Policy) ForHost(ctx context.Context, d Destination) (HostPolicy, error)
 		// RFC 7435: any encryption beats none, so old TLS versions and
 		// unverifiable certificates are accepted here.
 		TLSConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10},
-		Reason:    "opportunistic STARTTLS: no DANE (" + why + ")",
+		Reason:    "opportunistic STARTTLS: no DANE (" + why + "), no MTA-STS policy",
 	}, nil
+}
+
+// Opportunistic returns the opportunistic policy for host, with reason.
+func (p *Policy) Opportunistic(host, reason string) HostPolicy {
+	return HostPolicy{
+		Kind:          KindOpportunistic,
+		PlainFallback: true,
+		TLSConfig:     &tls.Config{ServerName: strings.TrimSuffix(host, "."), InsecureSkipVerify: true, MinVersion: tls.VersionTLS10},
+		Reason:        reason,
+	}
+}
+
+// STS policy modes (RFC 8461 §3.2).
+const (
+	STSModeEnforce = "enforce"
+	STSModeTesting = "testing"
+	STSModeNone    = "none"
+)
+
+// STSPolicy is the part of a recipient domain's MTA-STS policy that host
+// decisions need.
+type STSPolicy struct {
+	Mode string
+	ID   string
+	// Match reports whether an MX host name is allowed by the policy's
+	// mx patterns (checklist STS06).
+	Match func(host string) bool
+}
+
+// PolicyError is a policy decision that rules a host out, with the RFC
+// 8460 result type a TLS report would give it.
+type PolicyError struct {
+	ResultType string
+	Msg        string
+}
+
+func (e *PolicyError) Error() string { return e.Msg }
+
+// stsTestingVerifier checks a certificate as MTA-STS enforce would and
+// remembers the outcome, without failing the handshake.
+type stsTestingVerifier struct {
+	host    string
+	roots   *x509.CertPool
+	now     func() time.Time
+	failure string // what enforce would have refused, "" when nothing
+}
+
+func (v *stsTestingVerifier) verify(cs tls.ConnectionState) error {
+	if v.failure != "" {
+		return nil // the host is outside the policy: that is the finding
+	}
+	if err := verifyWebPKI(cs, v.host, v.roots, v.now()); err != nil {
+		v.failure = err.Error()
+	}
+	return nil
+}
+
+// verifyWebPKI verifies the server's chain against roots and host.
+func verifyWebPKI(cs tls.ConnectionState, host string, roots *x509.CertPool, now time.Time) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("server sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: host, CurrentTime: now})
+	return err
+}
+
+// ResultType maps a failure to its RFC 8460 §4.3 result type ("" when it
+// is not a policy failure).
+func ResultType(err error) string {
+	var de *DANEError
+	var pe *PolicyError
+	var hostErr x509.HostnameError
+	var authErr x509.UnknownAuthorityError
+	var invErr x509.CertificateInvalidError
+	var lookErr *LookupError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &de):
+		return de.ResultType
+	case errors.As(err, &pe):
+		return pe.ResultType
+	case errors.As(err, &hostErr):
+		return "certificate-host-mismatch"
+	case errors.As(err, &authErr):
+		return "certificate-not-trusted"
+	case errors.As(err, &invErr) && invErr.Reason == x509.Expired:
+		return "certificate-expired"
+	case errors.As(err, &invErr):
+		return "validation-failure"
+	case errors.As(err, &lookErr) && strings.Contains(err.Error(), "TLSA"):
+		return "dnssec-invalid"
+	}
+	return ""
 }
 
 // dane decides whether DANE applies to d.Host (checklist DANE01–DANE07). It

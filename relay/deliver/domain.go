@@ -56,6 +56,8 @@ type hostFailure struct {
 	// REQUIRETLS message (RFC 8689): when every host fails so, the
 	// message bounces with 5.7.30 instead of waiting out its lifetime.
 	requireTLS bool
+	// stsEnforce marks a failure caused by an MTA-STS enforce policy.
+	stsEnforce bool
 }
 
 // deliverDomain delivers the recipients rcpts of m that share one domain.
@@ -101,6 +103,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		return outs, attempts
 	}
 
+	pc := e.policyContext(ctx, log, m, domain, route, now)
 	last := &hostFailure{reason: "no mail exchanger could be tried", status: "4.4.1"}
 	onlyRequireTLS := m.RequireTLS
 	for _, host := range hosts {
@@ -121,12 +124,18 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		}
 		hp, err := e.opts.Policy.ForHost(ctx, secpolicy.Destination{
 			Domain: domain, Host: host, Port: e.tlsaPort(route, port), Security: route.Security,
-			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure,
+			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure, STS: pc.sts,
 		})
+		if pc.tlsOptional && route.Security == secpolicy.SecurityAuto && (err != nil || hp.RequireTLS) {
+			// TLS06 / RFC 8689 §5: "TLS-Required: No" lets the message
+			// through DANE and MTA-STS failures; STARTTLS is still used.
+			hp, err = e.opts.Policy.Opportunistic(host, "TLS-Required: No header: DANE and MTA-STS are not enforced for this message (RFC 8689 §5)"), nil
+		}
 		if err != nil {
-			reason := fmt.Sprintf("security policy for %s: %v", host, err)
-			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host), Result: "deferred", Error: reason})
-			last = &hostFailure{reason: reason, status: "4.7.5"}
+			reason := fmt.Sprintf("security policy for %s: %v", trimDot(host), err)
+			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host),
+				Result: "deferred", Error: reason, PolicyDomain: domain, ResultType: secpolicy.ResultType(err)})
+			last = &hostFailure{reason: reason, status: "4.7.5", stsEnforce: pc.enforce()}
 			onlyRequireTLS = false
 			continue
 		}
@@ -144,6 +153,9 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			}
 			att, res := e.attempt(ctx, m, host, ip, port, hp, all())
 			attempts = append(attempts, att...)
+			if res.fail != nil && hp.STS != nil && hp.Kind == secpolicy.KindMTASTS {
+				res.fail.stsEnforce = true
+			}
 			for _, r := range res.rcpt {
 				settle(outcome{state: r.state, status: r.status, remoteMTA: host, reply: r.reply, remoteDSN: r.remoteDSN}, []int{r.idx})
 			}
@@ -292,6 +304,9 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 	start := e.opts.Now()
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	att = queue.Attempt{Time: start, Recipients: addrs(m, rcpts), Host: strings.TrimSuffix(host, "."), IP: ip.String(), Policy: string(hp.Kind)}
+	if hp.TLSA != nil || hp.STS != nil {
+		att.PolicyDomain = strings.TrimSuffix(m.Recipients[rcpts[0]].Domain(), ".")
+	}
 	defer func() {
 		att.Duration = e.opts.Now().Sub(start)
 		if res.fail != nil {
@@ -304,7 +319,7 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 	}()
 	fail := func(f hostFailure) { res.fail = &f }
 
-	key := fmt.Sprintf("%s|%s|%s", addr, hp.Kind, host)
+	key := addr + "|" + hp.ReuseKey()
 	c, err := e.pool.get(ctx, ip.String(), key, mayReuse)
 	if err != nil {
 		fail(hostFailure{reason: "shutting down", status: "4.3.2"})
@@ -328,6 +343,14 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 			if handshakeFailed {
 				f.status = "4.7.5"
 				att.Verification = "failed: " + tlsErr.Err.Error()
+				att.ResultType = secpolicy.ResultType(tlsErr.Err)
+				if att.ResultType == "" && hp.RequireTLS {
+					att.ResultType = "validation-failure"
+				}
+			}
+			if errors.Is(err, errNoSTARTTLS) {
+				f.status = "4.7.5"
+				att.ResultType = "starttls-not-supported"
 			}
 			fail(f)
 			return
@@ -339,6 +362,14 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 		switch {
 		case hp.Authenticated && reused:
 			att.Verification = "ok: verified when the connection was opened (" + hp.Reason + ")"
+		case reused && hp.Kind == secpolicy.KindMTASTSTesting:
+			att.Verification = "MTA-STS testing: checked when the connection was opened"
+		case hp.TestingFailure() != "":
+			// STS14: testing mode delivers; the failure is on record.
+			att.Verification = "MTA-STS testing, enforce would fail: " + hp.TestingFailure()
+			att.ResultType = stsTestingResultType(hp.TestingFailure())
+		case hp.Kind == secpolicy.KindMTASTSTesting:
+			att.Verification = "ok: MTA-STS testing policy would be satisfied"
 		case hp.Verified() != "":
 			att.Verification = "ok: " + hp.Verified()
 		case hp.Authenticated:
@@ -348,6 +379,14 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 		}
 	} else {
 		att.Verification = "no TLS"
+		if hp.Kind == secpolicy.KindMTASTSTesting {
+			// STS14: enforce would have required STARTTLS.
+			att.Verification = "MTA-STS testing, enforce would fail: no TLS"
+			att.ResultType = "starttls-not-supported"
+			if hp.TestingFailure() != "" {
+				att.ResultType = stsTestingResultType(hp.TestingFailure())
+			}
+		}
 	}
 
 	body, err := e.q.Body(m.ID)
@@ -486,9 +525,9 @@ func (e *Engine) connect(ctx context.Context, addr string, hp secpolicy.HostPoli
 			c.Quit()
 			if hp.TLSA != nil {
 				// DANE08 / RFC 7672 §2.2: never a cleartext fallback.
-				return nil, fmt.Errorf("STARTTLS not offered by %s but DANE TLSA records are published at %s", addr, strings.TrimSuffix(hp.TLSA.Name, "."))
+				return nil, fmt.Errorf("%w by %s but DANE TLSA records are published at %s", errNoSTARTTLS, addr, strings.TrimSuffix(hp.TLSA.Name, "."))
 			}
-			return nil, fmt.Errorf("STARTTLS not offered by %s, but policy %s requires TLS", addr, hp.Kind)
+			return nil, fmt.Errorf("%w by %s, but policy %s requires TLS (%s)", errNoSTARTTLS, addr, hp.Kind, hp.Reason)
 		}
 		return c, nil // TLS03: never send STARTTLS when not offered
 	}
@@ -497,6 +536,25 @@ func (e *Engine) connect(ctx context.Context, addr string, hp secpolicy.HostPoli
 		return nil, err
 	}
 	return c, nil
+}
+
+// errNoSTARTTLS is a host that does not offer STARTTLS although the
+// policy requires TLS.
+var errNoSTARTTLS = errors.New("STARTTLS not offered")
+
+// stsTestingResultType classifies what a testing policy would refuse.
+func stsTestingResultType(failure string) string {
+	switch {
+	case strings.Contains(failure, "not an MX host allowed"):
+		return "validation-failure"
+	case strings.Contains(failure, "expired"):
+		return "certificate-expired"
+	case strings.Contains(failure, "valid for") || strings.Contains(failure, "not valid for"):
+		return "certificate-host-mismatch"
+	case strings.Contains(failure, "unknown authority"):
+		return "certificate-not-trusted"
+	}
+	return "validation-failure"
 }
 
 // enhanced returns the reply's enhanced status code or def.

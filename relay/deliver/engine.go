@@ -19,6 +19,7 @@ import (
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/relay/smtpclient"
 	"github.com/relaysec/relay/secpolicy"
+	"github.com/relaysec/relay/secpolicy/mtasts"
 )
 
 // Route sends one recipient domain to a fixed next hop and/or with a fixed
@@ -35,7 +36,10 @@ type Options struct {
 	Queue    *queue.Queue
 	Resolver *secpolicy.Resolver
 	Policy   *secpolicy.Policy
-	Routes   []Route
+	// MTASTS looks up recipient domains' MTA-STS policies; nil disables
+	// MTA-STS.
+	MTASTS *mtasts.Manager
+	Routes []Route
 
 	Workers            int // concurrent domain deliveries; default 64
 	PerHostConnections int // connections per destination IP; default 8
