@@ -7,22 +7,28 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/relaysec/relay/inbound"
+	"github.com/relaysec/relay/inbound/tlsrpt"
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/config"
 	"github.com/relaysec/relay/relay/deliver"
 	"github.com/relaysec/relay/relay/intake"
 	"github.com/relaysec/relay/secpolicy"
+	"github.com/relaysec/relay/secpolicy/mtasts"
 )
 
 // Options are settings of the daemon that do not come from relay.toml.
@@ -36,6 +42,13 @@ type Options struct {
 	Ready func()
 	// MXPort is the port of MX hosts; zero means 25. Tests change it.
 	MXPort int
+	// RootCAs verifies Web PKI certificates (MTA-STS policy hosts and MX
+	// hosts, tls-verify routes); nil means the system pool, which honours
+	// SSL_CERT_FILE. Tests set a test CA.
+	RootCAs *x509.CertPool
+	// HTTPSDial, when set, opens the connections to MTA-STS policy hosts;
+	// tests point mta-sts.<domain> at loopback with it.
+	HTTPSDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // QueueDir returns where the daemon keeps its queue inside data_dir.
@@ -117,22 +130,58 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if !cfg.Delivery.DANE {
 		log.Warn("DANE is turned off ([delivery] dane = false): TLSA records are ignored and hosts that publish them get opportunistic TLS only")
 	}
-	engine := deliver.New(deliveryOptions(cfg, q, resolver, opts, log))
+	var sts *mtasts.Manager
+	if cfg.Delivery.MTASTS {
+		var closeSTS func()
+		if sts, closeSTS, err = openMTASTS(cfg, resolver, opts, log.With("component", "mta-sts")); err != nil {
+			closeAll()
+			return err
+		}
+		defer closeSTS()
+	} else {
+		log.Warn("MTA-STS is turned off ([delivery] mta_sts = false): domains' MTA-STS policies are ignored")
+	}
+	engine := deliver.New(deliveryOptions(cfg, q, resolver, sts, opts, log))
+	// Inbound HTTPS (MTA-STS policies, TLS-RPT reports), bound before
+	// anything is served.
+	var inboundSrv *inbound.Server
+	var inboundLn net.Listener
+	var reports *tlsrpt.Store
+	if cfg.Inbound != nil {
+		if reports, err = tlsrpt.OpenStore(filepath.Join(cfg.DataDir, "reports.db")); err != nil {
+			closeAll()
+			return fmt.Errorf("TLS report store: %w", err)
+		}
+		defer reports.Close()
+		handler := tlsrpt.Handler(reports, tlsrpt.HandlerOptions{
+			MaxBody: int64(cfg.Inbound.TLSRPT.MaxBody),
+			Served:  servedDomains(cfg),
+			Logger:  log.With("component", "tlsrpt"),
+		})
+		if inboundSrv, inboundLn, err = startInbound(cfg, log.With("component", "inbound"), handler); err != nil {
+			closeAll()
+			return fmt.Errorf("inbound: %w", err)
+		}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	deliverCtx, stopDelivery := context.WithCancel(context.Background())
 	defer stopDelivery()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(smtpLns)+1)
+	errc := make(chan error, len(smtpLns)+2)
 	deliveryDone := make(chan struct{})
 	go func() {
 		defer close(deliveryDone)
 		engine.Run(deliverCtx)
 	}()
+	if sts != nil {
+		// STS11: policies in use are refreshed before they expire.
+		wg.Go(func() { sts.RefreshLoop(deliverCtx, mtasts.DefaultRefreshInterval) })
+	}
 
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine}),
+		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	wg.Go(func() {
@@ -147,6 +196,17 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		})
 		log.Info("SMTP intake listening", "address", b.ln.Addr().String())
+	}
+	if inboundSrv != nil {
+		wg.Go(func() {
+			if err := inboundSrv.Serve(inboundLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- inboundError(inboundLn, err)
+			}
+		})
+		defer reloadOnSIGHUP(ctx, inboundSrv, log.With("component", "inbound"))()
+	} else {
+		// Nothing reloads on SIGHUP yet; it must not stop the daemon.
+		signal.Ignore(syscall.SIGHUP)
 	}
 	log.Info("relay started", "version", opts.Version, "hostname", cfg.Hostname,
 		"data_dir", cfg.DataDir, "admin_socket", cfg.AdminSocketPath())
@@ -172,6 +232,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		})
 	}
+	if inboundSrv != nil {
+		swg.Go(func() {
+			if err := inboundSrv.Shutdown(sctx); err != nil {
+				log.Warn("inbound HTTPS requests cut off at shutdown", "err", err)
+			}
+		})
+	}
 	swg.Wait()
 	// Deliveries in progress are cut short; their recipients stay due and
 	// are delivered after the restart.
@@ -186,7 +253,24 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	return runErr
 }
 
-func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Resolver, opts Options, log *slog.Logger) deliver.Options {
+// openMTASTS opens the MTA-STS policy cache (data_dir/mta-sts.db, which
+// survives restarts: checklist STS07) and its manager.
+func openMTASTS(cfg *config.Config, resolver *secpolicy.Resolver, opts Options, log *slog.Logger) (*mtasts.Manager, func(), error) {
+	cache, err := mtasts.OpenCache(filepath.Join(cfg.DataDir, "mta-sts.db"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("MTA-STS policy cache: %w", err)
+	}
+	fetcher := mtasts.NewFetcher(mtasts.FetcherOptions{RootCAs: opts.RootCAs, DialContext: opts.HTTPSDial,
+		UserAgent: "relay/" + opts.Version})
+	m, err := mtasts.NewManager(mtasts.ManagerOptions{Resolver: resolver, Fetcher: fetcher, Cache: cache, Logger: log})
+	if err != nil {
+		cache.Close()
+		return nil, nil, fmt.Errorf("MTA-STS: %w", err)
+	}
+	return m, func() { cache.Close() }, nil
+}
+
+func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Resolver, sts *mtasts.Manager, opts Options, log *slog.Logger) deliver.Options {
 	routes := make([]deliver.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
 		routes[i] = deliver.Route{Domain: r.Domain, NextHop: r.NextHop, Security: r.Security}
@@ -196,7 +280,8 @@ func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Res
 		Hostname:           cfg.Hostname,
 		Queue:              q,
 		Resolver:           resolver,
-		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: resolver, DANE: d.DANE}),
+		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: resolver, DANE: d.DANE, RootCAs: opts.RootCAs}),
+		MTASTS:             sts,
 		Routes:             routes,
 		Workers:            d.Workers,
 		PerHostConnections: d.PerHostConnections,

@@ -43,7 +43,70 @@ certificate verification and quit without sending mail.`,
 		},
 	}
 	lookup.Flags().BoolVar(&probe, "probe", false, "connect to each host and verify its certificate (no mail is sent)")
-	cmd.AddCommand(lookup)
+	cmd.AddCommand(lookup, newPolicyCacheCmd(a))
+	return cmd
+}
+
+func newPolicyCacheCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{Use: "cache", Short: "List or flush the cached MTA-STS policies"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the cached MTA-STS policies",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			entries, err := c.PolicyCache(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(entries)
+			}
+			if len(entries) == 0 {
+				fmt.Fprintln(a.stdout, "No MTA-STS policies cached.")
+				return nil
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "DOMAIN\tMODE\tID\tMX\tMAX AGE\tEXPIRES\tLAST USED")
+			for _, e := range entries {
+				expires := fmtTime(e.Expires)
+				if e.Expired {
+					expires += " (expired)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", e.Domain, e.Mode, e.ID, strings.Join(e.MX, " "), e.MaxAge, expires, fmtTime(e.LastUsed))
+			}
+			return tw.Flush()
+		},
+	}
+	flush := &cobra.Command{
+		Use:   "flush [DOMAIN]",
+		Short: "Drop the cached MTA-STS policy of DOMAIN, or of every domain",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			domain := ""
+			if len(args) == 1 {
+				domain = args[0]
+			}
+			if err := c.FlushPolicyCache(cmd.Context(), domain); err != nil {
+				return err
+			}
+			if domain == "" {
+				domain = "every domain"
+			}
+			fmt.Fprintf(a.stdout, "Flushed the cached MTA-STS policy of %s.\n", domain)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, flush)
 	return cmd
 }
 
@@ -62,11 +125,37 @@ func (a *app) printExplanation(ex *deliver.Explanation) {
 		return
 	}
 	fmt.Fprintf(out, "MX records:   %s\n", ex.MXSecurity)
+	if st := ex.MTASTS; st != nil {
+		switch {
+		case st.Mode != "":
+			src := "fetched now"
+			if st.FromCache {
+				src = "cached"
+			}
+			fmt.Fprintf(out, "MTA-STS:      mode %s, id %s, mx %s, max_age %ds, expires %s (%s)\n",
+				st.Mode, st.ID, strings.Join(st.MX, " "), st.MaxAge, fmtTime(st.Expires), src)
+		default:
+			fmt.Fprintln(out, "MTA-STS:      no policy")
+		}
+		if st.FetchError != "" {
+			fmt.Fprintf(out, "              fetch failed: %s\n", clean(st.FetchError))
+		}
+		if st.DNSError != "" {
+			fmt.Fprintf(out, "              DNS: %s\n", clean(st.DNSError))
+		}
+	}
 	for _, h := range ex.Hosts {
 		fmt.Fprintf(out, "\nMX %d %s\n", h.Preference, h.Host)
 		tw := a.table()
 		if len(h.Addrs) > 0 {
 			fmt.Fprintf(tw, "  addresses:\t%s (%s)\n", strings.Join(h.Addrs, " "), h.AddrSecurity)
+		}
+		if h.STSListed != nil {
+			listed := "listed in the MTA-STS policy"
+			if !*h.STSListed {
+				listed = "NOT listed in the MTA-STS policy"
+			}
+			fmt.Fprintf(tw, "  MTA-STS:\t%s\n", listed)
 		}
 		if h.TLSAName != "" {
 			fmt.Fprintf(tw, "  TLSA:\t%s (base domain %s)\n", h.TLSAName, h.TLSABase)

@@ -54,6 +54,8 @@ The socket is found with --socket, else from the configuration named by
 	pf.BoolVar(&a.jsonOut, "json", false, "print the admin API's JSON instead of tables")
 
 	root.AddCommand(newQueueCmd(a), newUserCmd(a), newVersionCmd(a), newPolicyCmd(a))
+	root.AddCommand(newDNSCmd(a))
+	root.AddCommand(newReportsCmd(a))
 	return root
 }
 

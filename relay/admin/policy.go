@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/relaysec/relay/relay/deliver"
 )
@@ -42,4 +43,73 @@ func (c *Client) PolicyLookup(ctx context.Context, domain string, probe bool) (*
 		return nil, err
 	}
 	return &ex, nil
+}
+
+// CachedPolicy is one entry of the MTA-STS policy cache.
+type CachedPolicy struct {
+	Domain   string    `json:"domain"`
+	ID       string    `json:"id"`
+	Mode     string    `json:"mode"`
+	MX       []string  `json:"mx"`
+	MaxAge   int64     `json:"max_age"`
+	Fetched  time.Time `json:"fetched"`
+	Expires  time.Time `json:"expires"`
+	LastUsed time.Time `json:"last_used,omitzero"`
+	Expired  bool      `json:"expired"`
+}
+
+func (s *server) policyCacheList(w http.ResponseWriter, r *http.Request) {
+	if s.opts.MTASTS == nil {
+		writeError(w, http.StatusNotFound, "MTA-STS is turned off in this daemon ([delivery] mta_sts = false)")
+		return
+	}
+	entries, err := s.opts.MTASTS.List()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := time.Now()
+	out := make([]CachedPolicy, 0, len(entries))
+	for _, e := range entries {
+		cp := CachedPolicy{Domain: e.Domain, ID: e.ID, Fetched: e.Fetched, Expires: e.Expires, LastUsed: e.LastUsed, Expired: e.Expired(now)}
+		if e.Policy != nil {
+			cp.Mode, cp.MX, cp.MaxAge = string(e.Policy.Mode), e.Policy.MX, int64(e.Policy.MaxAge/time.Second)
+		}
+		out = append(out, cp)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) policyCacheFlush(w http.ResponseWriter, r *http.Request) {
+	if s.opts.MTASTS == nil {
+		writeError(w, http.StatusNotFound, "MTA-STS is turned off in this daemon ([delivery] mta_sts = false)")
+		return
+	}
+	domain := r.URL.Query().Get("domain")
+	if err := s.opts.MTASTS.Flush(domain); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("MTA-STS policy cache flushed", "domain", domain)
+	writeJSON(w, http.StatusOK, map[string]string{"flushed": domain})
+}
+
+// PolicyCache lists the cached MTA-STS policies.
+func (c *Client) PolicyCache(ctx context.Context) ([]CachedPolicy, error) {
+	var out []CachedPolicy
+	if err := c.getJSON(ctx, "/v1/policy-cache", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// FlushPolicyCache drops the cached MTA-STS policy of domain, or every
+// cached policy when domain is "".
+func (c *Client) FlushPolicyCache(ctx context.Context, domain string) error {
+	q := url.Values{}
+	if domain != "" {
+		q.Set("domain", domain)
+	}
+	var out map[string]string
+	return c.doJSON(ctx, http.MethodDelete, "/v1/policy-cache", q, &out)
 }

@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/relaysec/relay/inbound/tlsrpt"
 	"github.com/relaysec/relay/queue"
+	"github.com/relaysec/relay/secpolicy/mtasts"
 )
 
 // Options describe the daemon to the status endpoint.
@@ -23,6 +25,12 @@ type Options struct {
 	Started time.Time
 	// Policy answers GET /v1/policy/{domain}; nil disables it.
 	Policy PolicyExplainer
+	// MTASTS is the MTA-STS policy cache behind /v1/policy-cache; nil
+	// (mta_sts = false) disables it.
+	MTASTS *mtasts.Manager
+	// Reports is the TLS report store served under /v1/reports; nil
+	// (no [inbound]) makes those endpoints answer 404.
+	Reports *tlsrpt.Store
 }
 
 // server holds what the handlers share; one per Handler call.
@@ -55,6 +63,9 @@ func Handler(q *queue.Queue, log *slog.Logger, opts Options) http.Handler {
 	s.mux.HandleFunc("DELETE /v1/queue/messages/{id}", s.delete)
 	s.mux.HandleFunc("POST /v1/queue/retry", s.retryWhere)
 	s.mux.HandleFunc("GET /v1/policy/{domain}", s.policyLookup)
+	s.mux.HandleFunc("GET /v1/policy-cache", s.policyCacheList)
+	s.mux.HandleFunc("DELETE /v1/policy-cache", s.policyCacheFlush)
+	s.registerReports()
 	return s
 }
 

@@ -56,13 +56,11 @@ type hostFailure struct {
 	// REQUIRETLS message (RFC 8689): when every host fails so, the
 	// message bounces with 5.7.30 instead of waiting out its lifetime.
 	requireTLS bool
-	// stsEnforce marks a failure caused by an MTA-STS enforce policy.
-	stsEnforce bool
 }
 
 // deliverDomain delivers the recipients rcpts of m that share one domain.
 // It returns one outcome per recipient and the attempts it made.
-func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.Message, domain string, rcpts []int) ([]outcome, []queue.Attempt) {
+func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.Message, domain string, rcpts []int, lastRound bool) ([]outcome, []queue.Attempt) {
 	now := e.opts.Now()
 	pending := map[int]bool{}
 	for _, i := range rcpts {
@@ -103,7 +101,12 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		return outs, attempts
 	}
 
-	pc := e.policyContext(ctx, log, m, domain, route, now)
+	pc, err := e.policyContext(ctx, log, m, domain, route, lastRound)
+	if err != nil {
+		attempts = append(attempts, queue.Attempt{Time: now, Recipients: addrs(m, rcpts), Result: "deferred", Error: err.Error(), PolicyDomain: domain})
+		settle(outcome{state: queue.StateDeferred, status: "4.7.5", reason: err.Error()}, rcpts)
+		return outs, attempts
+	}
 	last := &hostFailure{reason: "no mail exchanger could be tried", status: "4.4.1"}
 	onlyRequireTLS := m.RequireTLS
 	for _, host := range hosts {
@@ -135,7 +138,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			reason := fmt.Sprintf("security policy for %s: %v", trimDot(host), err)
 			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host),
 				Result: "deferred", Error: reason, PolicyDomain: domain, ResultType: secpolicy.ResultType(err)})
-			last = &hostFailure{reason: reason, status: "4.7.5", stsEnforce: pc.enforce()}
+			last = &hostFailure{reason: reason, status: "4.7.5"}
 			onlyRequireTLS = false
 			continue
 		}
@@ -153,9 +156,6 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			}
 			att, res := e.attempt(ctx, m, host, ip, port, hp, all())
 			attempts = append(attempts, att...)
-			if res.fail != nil && hp.STS != nil && hp.Kind == secpolicy.KindMTASTS {
-				res.fail.stsEnforce = true
-			}
 			for _, r := range res.rcpt {
 				settle(outcome{state: r.state, status: r.status, remoteMTA: host, reply: r.reply, remoteDSN: r.remoteDSN}, []int{r.idx})
 			}
@@ -341,6 +341,10 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 				f.reply, f.status = reply.Error(), enhanced(reply, "4.4.1")
 			}
 			if handshakeFailed {
+				if hp.STS != nil && hp.Kind == secpolicy.KindMTASTS {
+					// DSN04: say which policy made the certificate matter.
+					f.reason = hp.Reason + ": " + f.reason
+				}
 				f.status = "4.7.5"
 				att.Verification = "failed: " + tlsErr.Err.Error()
 				att.ResultType = secpolicy.ResultType(tlsErr.Err)

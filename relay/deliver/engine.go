@@ -187,6 +187,9 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 	m := l.Message
 	defer e.q.Unlease(m.ID)
 	log := e.log.With("queue_id", m.ID)
+	// The last round is decided once, when it starts: its temporary
+	// failures become bounces, and policies are re-checked first (STS13).
+	lastRound := !e.opts.Now().Before(m.ReceivedAt.Add(e.opts.QueueLifetime))
 
 	byDomain := map[string][]int{}
 	var domains []string
@@ -211,7 +214,7 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 				return
 			}
 			defer func() { <-e.sem }()
-			out, att := e.deliverDomain(ctx, log, m, d, byDomain[d])
+			out, att := e.deliverDomain(ctx, log, m, d, byDomain[d], lastRound)
 			mu.Lock()
 			outcomes = append(outcomes, out...)
 			attempts = append(attempts, att...)
@@ -228,7 +231,7 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 		return
 	}
 	now := e.opts.Now()
-	e.finalize(m, outcomes, now)
+	e.finalize(m, outcomes, now, lastRound)
 	delayWarn := e.delayWarningDue(m, outcomes, now)
 
 	// DSNs first, then the record: a crash in between sends a DSN twice at
@@ -264,15 +267,16 @@ func slicesDeleteFunc(s []outcome, del func(outcome) bool) []outcome {
 }
 
 // finalize turns temporary failures into retry times, and into permanent
-// failures once the queue lifetime is over (checklist SMTP01).
-func (e *Engine) finalize(m *queue.Message, outs []outcome, now time.Time) {
+// failures in the last round, the one that started after the queue
+// lifetime was over (checklist SMTP01).
+func (e *Engine) finalize(m *queue.Message, outs []outcome, now time.Time, lastRound bool) {
 	expiry := m.ReceivedAt.Add(e.opts.QueueLifetime)
 	for i := range outs {
 		o := &outs[i]
 		if o.state != queue.StateDeferred {
 			continue
 		}
-		if !now.Before(expiry) {
+		if lastRound {
 			o.state = queue.StateFailed
 			o.expired = true
 			o.status = "5.4.7" // RFC 3463: delivery time expired
@@ -280,7 +284,12 @@ func (e *Engine) finalize(m *queue.Message, outs []outcome, now time.Time) {
 		}
 		next := now.Add(e.backoff(m.Recipients[o.rcpt].Attempts + 1))
 		if next.After(expiry) {
-			next = expiry // one last attempt when the lifetime ends
+			// One last round when the lifetime ends (at once, if it ended
+			// while this round was running).
+			next = expiry
+			if next.Before(now) {
+				next = now
+			}
 		}
 		o.nextAttempt = next
 	}

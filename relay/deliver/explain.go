@@ -22,7 +22,20 @@ type Explanation struct {
 	MXSecurity string          `json:"mx_security,omitempty"` // secure | insecure
 	Error      string          `json:"error,omitempty"`       // MX lookup failure: the domain is deferred
 	Verdict    string          `json:"verdict,omitempty"`     // NXDOMAIN, null MX: the domain fails
+	MTASTS     *ExplainedSTS   `json:"mta_sts,omitempty"`
 	Hosts      []ExplainedHost `json:"hosts,omitempty"`
+}
+
+// ExplainedSTS is the MTA-STS state of a domain.
+type ExplainedSTS struct {
+	ID         string    `json:"id,omitempty"`
+	Mode       string    `json:"mode,omitempty"` // "" when the domain has no policy in force
+	MX         []string  `json:"mx,omitempty"`
+	MaxAge     int64     `json:"max_age,omitempty"`
+	Expires    time.Time `json:"expires,omitzero"`
+	FromCache  bool      `json:"from_cache,omitempty"`
+	FetchError string    `json:"fetch_error,omitempty"`
+	DNSError   string    `json:"dns_error,omitempty"`
 }
 
 // ExplainedHost is one MX host of an Explanation.
@@ -31,7 +44,8 @@ type ExplainedHost struct {
 	Preference   int             `json:"preference"`
 	Addrs        []string        `json:"addrs,omitempty"`
 	AddrSecurity string          `json:"addr_security,omitempty"`
-	Policy       string          `json:"policy,omitempty"` // dane, dane-unauth, opportunistic, ...
+	Policy       string          `json:"policy,omitempty"`     // dane, dane-unauth, opportunistic, ...
+	STSListed    *bool           `json:"sts_listed,omitempty"` // matches the MTA-STS policy's mx patterns
 	Reason       string          `json:"reason,omitempty"`
 	Error        string          `json:"error,omitempty"` // the host would be skipped
 	TLSAName     string          `json:"tlsa_name,omitempty"`
@@ -101,8 +115,33 @@ func (e *Engine) Explain(ctx context.Context, domain string, probe bool) (*Expla
 			hosts = append(hosts, hostPref{h.Name, int(h.Preference)})
 		}
 	}
+	var sts *secpolicy.STSPolicy
+	if e.opts.MTASTS != nil && (route.NextHop == "" || route.Security == secpolicy.SecurityMTASTSOrDANE) {
+		ex.MTASTS = &ExplainedSTS{}
+		res, err := e.opts.MTASTS.Get(ctx, domain)
+		switch {
+		case err != nil:
+			ex.MTASTS.DNSError = err.Error()
+		default:
+			if res.FetchError != nil {
+				ex.MTASTS.FetchError = res.FetchError.Error()
+			}
+			if res.DNSError != nil {
+				ex.MTASTS.DNSError = res.DNSError.Error()
+			}
+			if p := res.Policy; p != nil {
+				ex.MTASTS.ID, ex.MTASTS.Mode, ex.MTASTS.MX = res.ID, string(p.Mode), p.MX
+				ex.MTASTS.MaxAge, ex.MTASTS.Expires, ex.MTASTS.FromCache = int64(p.MaxAge/time.Second), res.Expires, res.FromCache
+				sts = &secpolicy.STSPolicy{Mode: string(p.Mode), ID: res.ID, Match: p.MatchMX}
+			}
+		}
+	}
 	for _, h := range hosts {
 		eh := ExplainedHost{Host: trimDot(h.name), Preference: h.pref}
+		if sts != nil && sts.Mode != secpolicy.STSModeNone {
+			listed := sts.Match(eh.Host)
+			eh.STSListed = &listed
+		}
 		ha, err := e.opts.Resolver.LookupHost(ctx, h.name)
 		if err != nil || len(ha.Addrs) == 0 {
 			eh.Error = "no usable address: the host is skipped"
@@ -118,7 +157,7 @@ func (e *Engine) Explain(ctx context.Context, domain string, probe bool) (*Expla
 		}
 		hp, err := e.opts.Policy.ForHost(ctx, secpolicy.Destination{
 			Domain: domain, Host: h.name, Port: e.tlsaPort(route, port), Security: route.Security,
-			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure,
+			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure, STS: sts,
 		})
 		if err != nil {
 			eh.Error = err.Error() + "; the host is skipped"

@@ -3,14 +3,16 @@ package deliver
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/textproto"
 	"strings"
-	"time"
 
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/secpolicy"
+	"github.com/relaysec/relay/secpolicy/mtasts"
 )
 
 // policyContext is what one delivery round to a domain knows before it
@@ -23,37 +25,38 @@ type policyContext struct {
 	tlsOptional bool
 }
 
-func (pc policyContext) enforce() bool {
-	return pc.sts != nil && pc.sts.Mode == secpolicy.STSModeEnforce
-}
-
 // policyContext looks up the domain's MTA-STS policy. On the message's
-// last attempt (its queue lifetime is over) the policy is re-checked
-// first, so that a bounce caused by an enforce policy never rests on a
-// policy the domain has replaced (checklist STS13).
-func (e *Engine) policyContext(ctx context.Context, log *slog.Logger, m *queue.Message, domain string, route Route, now time.Time) policyContext {
+// last round (its queue lifetime is over, so failures will bounce) the
+// policy is re-checked first, so that a bounce caused by an enforce
+// policy never rests on a policy the domain has replaced (checklist
+// STS13). An error means the policy cannot be known: the domain is
+// deferred rather than delivered with less than a cached policy demands.
+func (e *Engine) policyContext(ctx context.Context, log *slog.Logger, m *queue.Message, domain string, route Route, lastRound bool) (policyContext, error) {
 	pc := policyContext{tlsOptional: !m.RequireTLS && e.tlsRequiredNo(m)}
 	if e.opts.MTASTS == nil || (route.NextHop != "" && route.Security != secpolicy.SecurityMTASTSOrDANE) {
-		return pc
+		return pc, nil
 	}
 	get := e.opts.MTASTS.Get
-	if !now.Before(m.ReceivedAt.Add(e.opts.QueueLifetime)) {
+	if lastRound {
 		get = e.opts.MTASTS.Recheck
 	}
 	res, err := get(ctx, domain)
-	if err != nil {
-		log.Warn("MTA-STS lookup failed; delivering as without a policy", "domain", domain, "err", err)
-		return pc
+	switch {
+	case errors.Is(err, mtasts.ErrInvalidDomain):
+		log.Info("domain cannot have an MTA-STS policy", "domain", domain, "err", err)
+		return pc, nil
+	case err != nil:
+		return pc, fmt.Errorf("MTA-STS policy of %s unavailable: %w", domain, err)
 	}
 	if res.FetchError != nil {
 		log.Warn("MTA-STS policy fetch failed", "domain", domain, "err", res.FetchError, "cached_policy_used", res.Policy != nil)
 	}
 	if res.Policy == nil {
-		return pc // STS10: deliver as if the domain had no MTA-STS
+		return pc, nil // STS10: deliver as if the domain had no MTA-STS
 	}
 	p := res.Policy
 	pc.sts = &secpolicy.STSPolicy{Mode: string(p.Mode), ID: res.ID, Match: p.MatchMX}
-	return pc
+	return pc, nil
 }
 
 // tlsRequiredNo reports whether the message's header has

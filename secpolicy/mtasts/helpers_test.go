@@ -35,7 +35,7 @@ func newResolver(t *testing.T, srv *testnet.DNSServer) *secpolicy.Resolver {
 	t.Helper()
 	return secpolicy.NewResolver(secpolicy.ResolverConfig{
 		Addr:            srv.Addr(),
-		Timeout:         250 * time.Millisecond,
+		Timeout:         time.Second,
 		Logger:          discardLogger(),
 		MaxCacheEntries: -1,
 	})

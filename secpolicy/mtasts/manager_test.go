@@ -632,9 +632,16 @@ func TestManagerErrors(t *testing.T) {
 	e.setTXT("example.test", `"v=STSv1; id=one"`)
 	e.handler.set(host, testPolicy)
 	release := e.handler.setBlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if _, err := e.mgr.Get(ctx, "example.test"); !errors.Is(err, context.DeadlineExceeded) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := e.mgr.Get(ctx, "example.test")
+		errc <- err
+	}()
+	// Give up only once the fetch is under way (the server has the request).
+	waitFor(t, func() bool { return e.handler.count(host) > 0 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("Get with an ended context: %v", err)
 	}
 	close(release)

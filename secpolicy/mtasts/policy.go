@@ -251,10 +251,14 @@ func checkDomain(name string) error {
 
 // normalizeDomain returns domain lowercase without a trailing dot, or an
 // error when it is not a valid domain name.
+// ErrInvalidDomain is wrapped by the errors for a domain name that cannot
+// have an MTA-STS policy (not a valid ASCII domain name).
+var ErrInvalidDomain = errors.New("invalid domain name")
+
 func normalizeDomain(domain string) (string, error) {
 	d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(domain), "."))
 	if err := checkDomain(d); err != nil {
-		return "", fmt.Errorf("domain %q: %w", domain, err)
+		return "", fmt.Errorf("domain %q: %w: %v", domain, ErrInvalidDomain, err)
 	}
 	return d, nil
 }
