@@ -100,6 +100,7 @@ type Attempt struct {
 	// and ResultType the RFC 8460 §4.3 result type of a policy failure
 	// (for TLS reporting); both empty when no policy was involved.
 	PolicyDomain string `json:"policy_domain,omitempty"`
+	PolicyType   string `json:"policy_type,omitempty"` // RFC 8460 §4.3: tlsa, sts, no-policy-found
 	ResultType   string `json:"result_type,omitempty"`
 }
 

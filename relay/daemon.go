@@ -27,6 +27,7 @@ import (
 	"github.com/relaysec/relay/relay/config"
 	"github.com/relaysec/relay/relay/deliver"
 	"github.com/relaysec/relay/relay/intake"
+	"github.com/relaysec/relay/relay/tlsstats"
 	"github.com/relaysec/relay/secpolicy"
 	"github.com/relaysec/relay/secpolicy/mtasts"
 )
@@ -141,7 +142,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	} else {
 		log.Warn("MTA-STS is turned off ([delivery] mta_sts = false): domains' MTA-STS policies are ignored")
 	}
-	engine := deliver.New(deliveryOptions(cfg, q, resolver, sts, opts, log))
+	stats, err := tlsstats.Open(filepath.Join(cfg.DataDir, "tls-stats.db"))
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer stats.Close()
+	dopts := deliveryOptions(cfg, q, resolver, sts, opts, log)
+	dopts.TLSStats = stats
+	engine := deliver.New(dopts)
 	// Inbound HTTPS (MTA-STS policies, TLS-RPT reports), bound before
 	// anything is served.
 	var inboundSrv *inbound.Server
@@ -175,13 +184,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		defer close(deliveryDone)
 		engine.Run(deliverCtx)
 	}()
+	wg.Go(func() {
+		stats.Run(deliverCtx, time.Minute, func(err error) { log.Error("TLS statistics", "err", err) })
+	})
 	if sts != nil {
 		// STS11: policies in use are refreshed before they expire.
 		wg.Go(func() { sts.RefreshLoop(deliverCtx, mtasts.DefaultRefreshInterval) })
 	}
 
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports}),
+		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports, TLSStats: stats}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	wg.Go(func() {

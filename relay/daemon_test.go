@@ -20,6 +20,7 @@ import (
 	"github.com/relaysec/relay/internal/testnet"
 	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/config"
+	"github.com/relaysec/relay/relay/tlsstats"
 )
 
 // startDaemon runs the daemon in-process on a free port and returns the
@@ -237,6 +238,22 @@ trusted_networks = ["127.0.0.0/8"]
 	data := string(got.Data)
 	if !strings.HasPrefix(data, "Received: ") || !strings.HasSuffix(data, body) || strings.Count(data, "Received:") != 1 {
 		t.Fatalf("message changed on the way:\n%q", data)
+	}
+
+	// The TLS session is counted for TLS reporting under its policy
+	// domain and type.
+	ac := admin.NewClient(cfg.AdminSocketPath())
+	defer ac.Close()
+	var stats []tlsstats.Counts
+	deadline := time.Now().Add(10 * time.Second)
+	for len(stats) == 0 && time.Now().Before(deadline) {
+		if stats, err = ac.TLSStats(context.Background(), "", "dest.test"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(stats) != 1 || stats[0].PolicyType != "no-policy-found" || stats[0].Success != 1 || stats[0].Failure != 0 {
+		t.Fatalf("TLS statistics %+v", stats)
 	}
 }
 

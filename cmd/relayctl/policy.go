@@ -43,7 +43,7 @@ certificate verification and quit without sending mail.`,
 		},
 	}
 	lookup.Flags().BoolVar(&probe, "probe", false, "connect to each host and verify its certificate (no mail is sent)")
-	cmd.AddCommand(lookup, newPolicyCacheCmd(a))
+	cmd.AddCommand(lookup, newPolicyCacheCmd(a), newPolicyStatsCmd(a))
 	return cmd
 }
 
@@ -190,4 +190,48 @@ func (a *app) printExplanation(ex *deliver.Explanation) {
 		}
 		tw.Flush()
 	}
+}
+
+func newPolicyStatsCmd(a *app) *cobra.Command {
+	var since, domain string
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Show outbound TLS session counts per recipient policy domain and day",
+		Long: `Show, per recipient policy domain and UTC day, how many TLS sessions the relay
+made under which policy type (tlsa, sts, no-policy-found), how many failed, and
+the failures by RFC 8460 result type and MX host: the figures a TLS-RPT report
+about that domain would carry.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			counts, err := c.TLSStats(cmd.Context(), since, domain)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(counts)
+			}
+			if len(counts) == 0 {
+				fmt.Fprintln(a.stdout, "No TLS sessions counted in that period.")
+				return nil
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "DAY\tPOLICY DOMAIN\tPOLICY\tSUCCESSES\tFAILURES\tFAILURE DETAILS")
+			for _, c := range counts {
+				var details []string
+				for _, f := range c.Failures {
+					details = append(details, fmt.Sprintf("%s %s [%s] ×%d", f.ResultType, orDash(f.ReceivingMX), orDash(f.ReceivingIP), f.Count))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", c.Day, c.PolicyDomain, c.PolicyType, c.Success, c.Failure, strings.Join(details, "; "))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&since, "since", "", "first day, YYYY-MM-DD (default: a week ago)")
+	cmd.Flags().StringVar(&domain, "domain", "", "only this policy domain")
+	return cmd
 }

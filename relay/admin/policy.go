@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relaysec/relay/relay/deliver"
+	"github.com/relaysec/relay/relay/tlsstats"
 )
 
 // PolicyExplainer reports the security policy the relay would apply to a
@@ -112,4 +113,44 @@ func (c *Client) FlushPolicyCache(ctx context.Context, domain string) error {
 	}
 	var out map[string]string
 	return c.doJSON(ctx, http.MethodDelete, "/v1/policy-cache", q, &out)
+}
+
+// tlsStats answers GET /v1/tls-stats?since=DAY&until=DAY&domain=D with the
+// outbound TLS session counts per policy domain and day (RFC 8460 §4).
+func (s *server) tlsStats(w http.ResponseWriter, r *http.Request) {
+	if s.opts.TLSStats == nil {
+		writeError(w, http.StatusNotFound, "TLS statistics are not available in this daemon")
+		return
+	}
+	q := r.URL.Query()
+	since := q.Get("since")
+	if since == "" {
+		since = time.Now().UTC().AddDate(0, 0, -7).Format(time.DateOnly)
+	}
+	out, err := s.opts.TLSStats.Query(since, q.Get("until"), q.Get("domain"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if out == nil {
+		out = []tlsstats.Counts{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// TLSStats returns the outbound TLS session counts from day since
+// ("YYYY-MM-DD"; "" means a week ago), optionally for one domain.
+func (c *Client) TLSStats(ctx context.Context, since, domain string) ([]tlsstats.Counts, error) {
+	q := url.Values{}
+	if since != "" {
+		q.Set("since", since)
+	}
+	if domain != "" {
+		q.Set("domain", domain)
+	}
+	var out []tlsstats.Counts
+	if err := c.getJSON(ctx, "/v1/tls-stats", q, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

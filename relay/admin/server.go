@@ -13,6 +13,7 @@ import (
 
 	"github.com/relaysec/relay/inbound/tlsrpt"
 	"github.com/relaysec/relay/queue"
+	"github.com/relaysec/relay/relay/tlsstats"
 	"github.com/relaysec/relay/secpolicy/mtasts"
 )
 
@@ -28,6 +29,8 @@ type Options struct {
 	// MTASTS is the MTA-STS policy cache behind /v1/policy-cache; nil
 	// (mta_sts = false) disables it.
 	MTASTS *mtasts.Manager
+	// TLSStats are the outbound TLS session counts behind /v1/tls-stats.
+	TLSStats *tlsstats.Recorder
 	// Reports is the TLS report store served under /v1/reports; nil
 	// (no [inbound]) makes those endpoints answer 404.
 	Reports *tlsrpt.Store
@@ -65,6 +68,7 @@ func Handler(q *queue.Queue, log *slog.Logger, opts Options) http.Handler {
 	s.mux.HandleFunc("GET /v1/policy/{domain}", s.policyLookup)
 	s.mux.HandleFunc("GET /v1/policy-cache", s.policyCacheList)
 	s.mux.HandleFunc("DELETE /v1/policy-cache", s.policyCacheFlush)
+	s.mux.HandleFunc("GET /v1/tls-stats", s.tlsStats)
 	s.registerReports()
 	return s
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/relay/smtpclient"
+	"github.com/relaysec/relay/relay/tlsstats"
 	"github.com/relaysec/relay/secpolicy"
 )
 
@@ -137,7 +138,8 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		if err != nil {
 			reason := fmt.Sprintf("security policy for %s: %v", trimDot(host), err)
 			attempts = append(attempts, queue.Attempt{Time: e.opts.Now(), Recipients: addrs(m, all()), Host: trimDot(host),
-				Result: "deferred", Error: reason, PolicyDomain: domain, ResultType: secpolicy.ResultType(err)})
+				Result: "deferred", Error: reason, PolicyDomain: domain, PolicyType: skippedPolicyType(err, pc),
+				ResultType: secpolicy.ResultType(err)})
 			last = &hostFailure{reason: reason, status: "4.7.5"}
 			onlyRequireTLS = false
 			continue
@@ -304,9 +306,8 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 	start := e.opts.Now()
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	att = queue.Attempt{Time: start, Recipients: addrs(m, rcpts), Host: strings.TrimSuffix(host, "."), IP: ip.String(), Policy: string(hp.Kind)}
-	if hp.TLSA != nil || hp.STS != nil {
-		att.PolicyDomain = strings.TrimSuffix(m.Recipients[rcpts[0]].Domain(), ".")
-	}
+	att.PolicyDomain = strings.TrimSuffix(m.Recipients[rcpts[0]].Domain(), ".")
+	att.PolicyType = policyType(hp.Kind)
 	defer func() {
 		att.Duration = e.opts.Now().Sub(start)
 		if res.fail != nil {
@@ -540,6 +541,31 @@ func (e *Engine) connect(ctx context.Context, addr string, hp secpolicy.HostPoli
 		return nil, err
 	}
 	return c, nil
+}
+
+// policyType is the RFC 8460 §4.3 policy type of a policy kind.
+func policyType(k secpolicy.Kind) string {
+	switch k {
+	case secpolicy.KindDANE, secpolicy.KindDANEUnauth:
+		return tlsstats.PolicyTLSA
+	case secpolicy.KindMTASTS, secpolicy.KindMTASTSTesting:
+		return tlsstats.PolicySTS
+	}
+	return tlsstats.PolicyNoPolicy
+}
+
+// skippedPolicyType is the policy type behind a host the policy ruled out.
+func skippedPolicyType(err error, pc policyContext) string {
+	var pe *secpolicy.PolicyError
+	switch {
+	case errors.As(err, &pe) && pc.sts != nil:
+		return tlsstats.PolicySTS
+	case strings.Contains(err.Error(), "TLSA"):
+		return tlsstats.PolicyTLSA
+	case pc.sts != nil:
+		return tlsstats.PolicySTS
+	}
+	return tlsstats.PolicyNoPolicy
 }
 
 // errNoSTARTTLS is a host that does not offer STARTTLS although the

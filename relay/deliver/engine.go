@@ -18,6 +18,7 @@ import (
 
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/relay/smtpclient"
+	"github.com/relaysec/relay/relay/tlsstats"
 	"github.com/relaysec/relay/secpolicy"
 	"github.com/relaysec/relay/secpolicy/mtasts"
 )
@@ -39,7 +40,10 @@ type Options struct {
 	// MTASTS looks up recipient domains' MTA-STS policies; nil disables
 	// MTA-STS.
 	MTASTS *mtasts.Manager
-	Routes []Route
+	// TLSStats counts TLS sessions per policy domain for TLS reporting;
+	// nil disables counting.
+	TLSStats *tlsstats.Recorder
+	Routes   []Route
 
 	Workers            int // concurrent domain deliveries; default 64
 	PerHostConnections int // connections per destination IP; default 8
@@ -230,6 +234,7 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 	if len(outcomes) == 0 && len(attempts) == 0 {
 		return
 	}
+	e.countSessions(attempts)
 	now := e.opts.Now()
 	e.finalize(m, outcomes, now, lastRound)
 	delayWarn := e.delayWarningDue(m, outcomes, now)
@@ -253,6 +258,26 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 	}
 	if _, err := e.q.Record(m.ID, upd); err != nil {
 		log.Error("record delivery outcome", "err", err)
+	}
+}
+
+// countSessions records the TLS sessions of attempts for TLS reporting
+// (RFC 8460): a session that negotiated TLS and met its policy is a
+// success; one that failed a policy counts under its result type.
+// Attempts that never reached a TLS decision (connection refused, say)
+// are not sessions.
+func (e *Engine) countSessions(attempts []queue.Attempt) {
+	if e.opts.TLSStats == nil {
+		return
+	}
+	for _, a := range attempts {
+		if a.ResultType == "" && a.TLSVersion == "" {
+			continue
+		}
+		e.opts.TLSStats.Record(tlsstats.Session{
+			Time: a.Time, PolicyDomain: a.PolicyDomain, PolicyType: a.PolicyType,
+			ResultType: a.ResultType, ReceivingMX: a.Host, ReceivingIP: a.IP,
+		})
 	}
 }
 
