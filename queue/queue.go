@@ -297,7 +297,8 @@ func (w *Writer) Abort() {
 // directory entry and then the queue record (RFC 5321 §6.1: once the
 // server has accepted responsibility, it must not lose the message). Only
 // when Commit returns nil may the message be acknowledged. m's ID, Size,
-// ReceivedAt (if zero) and recipient states are filled in.
+// ReceivedAt (if zero) and recipient states are filled in: recipients
+// given as StateHeld stay held, all others are queued, due now.
 func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	if w.done {
 		return errors.New("commit: writer already finished")
@@ -332,7 +333,9 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	}
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
-		r.State = StateQueued
+		if r.State != StateHeld {
+			r.State = StateQueued
+		}
 		r.NextAttempt = now
 		r.UpdatedAt = now
 	}

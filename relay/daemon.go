@@ -128,6 +128,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		Addr: resolverAddr, TrustAD: cfg.DNS.TrustAD, Timeout: cfg.DNS.Timeout.Duration,
 		Logger: log.With("component", "dns"),
 	})
+	if cfg.Delivery.Hold {
+		log.Warn("delivery.hold is set: accepted mail is queued on hold and sent only after `relayctl queue release ID`")
+	}
 	if !cfg.Delivery.DANE {
 		log.Warn("DANE is turned off ([delivery] dane = false): TLSA records are ignored and hosts that publish them get opportunistic TLS only")
 	}
@@ -327,6 +330,7 @@ func intakeOptions(cfg *config.Config, l config.Listener, tlsConf *tls.Config, u
 		MaxConnectionsPerIP: cfg.Limits.MaxConnectionsPerIP,
 		CommandTimeout:      cfg.Limits.CommandTimeout.Duration,
 		DataTimeout:         cfg.Limits.DataTimeout.Duration,
+		Hold:                cfg.Delivery.Hold,
 		Logger:              log.With("component", "intake"),
 	}
 }

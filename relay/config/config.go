@@ -193,6 +193,11 @@ type Delivery struct {
 	DANE bool `toml:"dane"`
 	// MTASTS enables MTA-STS (RFC 8461); default true.
 	MTASTS bool `toml:"mta_sts"`
+	// Hold puts every accepted message on hold: it is queued but not
+	// delivered until an operator releases it (`relayctl queue release`).
+	// Default false; the embedded default configuration sets it, so that
+	// trying the relay on a laptop sends no mail anywhere.
+	Hold bool `toml:"hold"`
 }
 
 // Route overrides delivery for one recipient domain.

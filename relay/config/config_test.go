@@ -482,6 +482,12 @@ func TestDefault(t *testing.T) {
 	}
 	d := new(Config)
 	d.setDefaults()
+	// The embedded default holds accepted mail: on a laptop nothing leaves
+	// the machine until the operator releases it.
+	if !cfg.Delivery.Hold {
+		t.Error("the embedded default does not hold accepted mail")
+	}
+	d.Delivery.Hold = true
 	if cfg.Delivery != d.Delivery || cfg.Limits != d.Limits || cfg.Log != d.Log {
 		t.Errorf("delivery, limits or log differ from the defaults: %+v", cfg)
 	}

@@ -57,6 +57,8 @@ type Options struct {
 	DataTimeout         time.Duration
 	// AuthFailureDelay slows down password guessing; zero means 1s.
 	AuthFailureDelay time.Duration
+	// Hold queues every accepted message on hold.
+	Hold bool
 
 	Logger *slog.Logger
 }
@@ -330,6 +332,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "ORCPT longer than 500 characters"}
 	}
 	r := queue.Recipient{Addr: to}
+	if s.srv.opts.Hold {
+		r.State = queue.StateHeld
+	}
 	for _, n := range opts.Notify {
 		r.Notify = append(r.Notify, string(n))
 	}

@@ -512,3 +512,20 @@ func TestSUB04_OverlongAddressesAndParametersRefused(t *testing.T) {
 		t.Fatalf("RCPT with a %d-octet address: %v, want 501", len(long), err)
 	}
 }
+
+func TestHoldQueuesAcceptedMailOnHold(t *testing.T) {
+	r := startIntake(t, func(o *Options) { o.Hold = true })
+	c := r.dial(t, "127.0.0.2", "plain")
+	if err := send(c, "a@example.org", []string{"b@example.com", "c@example.net"}, "Subject: held\r\n\r\nx\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := onlyMessage(t, r.q)
+	for _, rc := range m.Recipients {
+		if rc.State != queue.StateHeld {
+			t.Fatalf("recipient %s is %s, want held", rc.Addr, rc.State)
+		}
+	}
+	if l, _ := r.q.Lease(10); len(l) != 0 {
+		t.Fatal("held message handed to delivery")
+	}
+}
