@@ -347,7 +347,10 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 		if err := tx.Bucket(bucketMessages).Put([]byte(w.id), val); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketSchedule).Put(scheduleKey(now, w.id), nil)
+		if due, ok := m.nextDue(); ok {
+			return tx.Bucket(bucketSchedule).Put(scheduleKey(due, w.id), nil)
+		}
+		return nil // held: not scheduled until released
 	})
 	if err != nil {
 		return fmt.Errorf("store queue record %s: %w", w.id, err)
@@ -460,6 +463,7 @@ type Lease struct {
 func (q *Queue) Lease(max int) ([]Lease, error) {
 	now := q.now()
 	var out []Lease
+	var stale [][]byte
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	err := q.db.View(func(tx *bolt.Tx) error {
@@ -474,6 +478,12 @@ func (q *Queue) Lease(max int) ([]Lease, error) {
 				continue
 			}
 			m, err := get(tx, id)
+			if errors.Is(err, ErrNotFound) {
+				// An entry whose message is gone must not stop the
+				// schedule; it is removed below.
+				stale = append(stale, append([]byte(nil), k...))
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -496,6 +506,21 @@ func (q *Queue) Lease(max int) ([]Lease, error) {
 			delete(q.leased, l.Message.ID)
 		}
 		return nil, fmt.Errorf("lease due messages: %w", err)
+	}
+	if len(stale) > 0 {
+		q.log.Warn("removing schedule entries of messages no longer queued", "entries", len(stale))
+		err := q.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketSchedule)
+			for _, k := range stale {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			q.log.Error("remove stale schedule entries", "err", err)
+		}
 	}
 	return out, nil
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // clock is a settable time source for tests.
@@ -286,5 +288,58 @@ func TestListLimit(t *testing.T) {
 	msgs, err := q.List(Filter{Limit: 2})
 	if err != nil || len(msgs) != 2 {
 		t.Fatalf("List(limit 2) = %d, %v", len(msgs), err)
+	}
+}
+
+func TestHeldAtCommitIsNotScheduledAndReleaseLeavesNoStaleEntry(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	q := openTest(t, t.TempDir(), c)
+	m := &Message{From: "a@example.org", Recipients: []Recipient{{Addr: "b@example.com", State: StateHeld}}}
+	if err := q.Enqueue(context.Background(), m, bytes.NewBufferString("x")); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := q.Lease(10); err != nil || len(l) != 0 {
+		t.Fatalf("held message leased: %v %v", l, err)
+	}
+	c.add(time.Second)
+	if n, err := q.Release(m.ID); err != nil || n != 1 {
+		t.Fatalf("release = %d, %v", n, err)
+	}
+	l, err := q.Lease(10)
+	if err != nil || len(l) != 1 {
+		t.Fatalf("released message not leased: %v %v", l, err)
+	}
+	if _, err := q.Record(m.ID, Update{Results: []Result{{Rcpt: 0, State: StateDelivered}}}); err != nil {
+		t.Fatal(err)
+	}
+	q.Unlease(m.ID)
+	c.add(time.Hour)
+	if l, err := q.Lease(10); err != nil || len(l) != 0 {
+		t.Fatalf("after delivery: lease = %v, %v", l, err)
+	}
+	n := 0
+	q.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSchedule).Stats().KeyN; return nil })
+	if n != 0 {
+		t.Fatalf("%d schedule entries left", n)
+	}
+}
+
+func TestLeaseSkipsAndRemovesStaleScheduleEntries(t *testing.T) {
+	q := openTest(t, t.TempDir(), nil)
+	m := enqueue(t, q, "b", "a@one.example")
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSchedule).Put(scheduleKey(time.Unix(1, 0), "00000000000000aa"), nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := q.Lease(10)
+	if err != nil || len(l) != 1 || l[0].Message.ID != m.ID {
+		t.Fatalf("lease with a stale entry first = %v, %v", l, err)
+	}
+	n := 0
+	q.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSchedule).Stats().KeyN; return nil })
+	if n != 1 {
+		t.Fatalf("%d schedule entries, want only the live one", n)
 	}
 }
