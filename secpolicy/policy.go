@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -258,6 +259,17 @@ func (p *Policy) Opportunistic(host, reason string) HostPolicy {
 	}
 }
 
+// dedupe drops repeated names, keeping the first of each.
+func dedupe(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // STS policy modes (RFC 8461 §3.2).
 const (
 	STSModeEnforce = "enforce"
@@ -396,7 +408,7 @@ func (p *Policy) dane(ctx context.Context, d Destination) (*HostPolicy, string, 
 	v := &daneVerifier{
 		// DANE10: reference identifiers are the TLSA base domain, the
 		// original MX host name and the next-hop domain.
-		names: []string{base, strings.TrimSuffix(host, "."), strings.TrimSuffix(d.Domain, ".")},
+		names: dedupe([]string{base, strings.TrimSuffix(host, "."), strings.TrimSuffix(d.Domain, ".")}),
 		now:   p.cfg.Now,
 	}
 	for _, r := range tr.Records {
