@@ -180,6 +180,12 @@ func (f *Fetcher) fetch(ctx context.Context, d string) (*Policy, error) {
 		return fail(KindFetchError, fmt.Errorf("%s: body of %d bytes is larger than %d", u.String(), resp.ContentLength, f.maxBody))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, f.maxBody+1))
+	if err == nil {
+		// A body cut short by the timeout can look complete (the
+		// server may end the stream when the request is abandoned): a
+		// fetch that ran out of time has no policy.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return fail(KindFetchError, fmt.Errorf("%s: read body: %w", u.String(), err))
 	}
