@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -66,6 +68,10 @@ type Options struct {
 	// changes (on the next handshake after it passed); 0 means
 	// DefaultCertCheckInterval.
 	CertCheckInterval time.Duration
+	// ObservePolicyRequest, if set, is called with the HTTP status of each
+	// request for the MTA-STS policy path (200, 404, 405), whatever its
+	// host (metrics count with it). It must be cheap.
+	ObservePolicyRequest func(status int)
 }
 
 // ACMEOptions configure certificates from an ACME CA (RFC 8555) with the
@@ -87,12 +93,17 @@ type ACMEOptions struct {
 
 // Server is the inbound HTTPS server. Make it with New.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	certs   *certStore        // nil without Certs
-	acme    *autocert.Manager // nil without ACME
-	handler *handler
-	http    *http.Server
+	opts Options
+	log  *slog.Logger
+	acme *autocert.Manager // nil without ACME
+	http *http.Server
+
+	// The policies served and the certificate files can be replaced
+	// while the server runs (Reconfigure); requests and handshakes load
+	// the current ones.
+	reconfigure sync.Mutex                // serializes Reconfigure
+	handler     atomic.Pointer[handler]   // never nil
+	certs       atomic.Pointer[certStore] // nil without Certs
 }
 
 // New validates opts, renders the policies and loads the certificates.
@@ -119,21 +130,28 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbound: %w", err)
 	}
-	s := &Server{opts: opts, log: log, handler: h}
+	s := &Server{opts: opts, log: log}
+	s.handler.Store(h)
 	if len(opts.Certs) > 0 {
-		if s.certs, err = newCertStore(opts.Certs, opts.CertCheckInterval, log); err != nil {
+		certs, err := newCertStore(opts.Certs, opts.CertCheckInterval, log)
+		if err != nil {
 			return nil, fmt.Errorf("inbound: %w", err)
 		}
+		s.certs.Store(certs)
 	}
 	nextProtos := []string{"h2", "http/1.1"}
 	if opts.ACME != nil {
-		if s.acme, err = newACMEManager(*opts.ACME, h.hostNames(), log); err != nil {
+		if s.acme, err = newACMEManager(*opts.ACME, s.acmeHostAllowed, log); err != nil {
 			return nil, fmt.Errorf("inbound: %w", err)
 		}
+		log.Info("ACME certificates enabled", "directory", orDefault(opts.ACME.Directory, acme.LetsEncryptURL),
+			"cache_dir", opts.ACME.CacheDir, "hosts", append(h.hostNames(), opts.ACME.Hosts...))
 		nextProtos = append(nextProtos, acme.ALPNProto)
 	}
 	s.http = &http.Server{
-		Handler: h,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.handler.Load().ServeHTTP(w, r)
+		}),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			NextProtos:     nextProtos,
@@ -173,7 +191,7 @@ func (s *Server) Listen() (net.Listener, error) {
 // http.ErrServerClosed after Shutdown, and other errors as they happen.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("inbound HTTPS serving", "address", ln.Addr().String(),
-		"policies", len(s.handler.policies), "report_path", s.opts.ReportPath, "acme", s.acme != nil)
+		"policies", len(s.handler.Load().policies), "report_path", s.opts.ReportPath, "acme", s.acme != nil)
 	return s.http.ServeTLS(netutil.LimitListener(ln, s.opts.MaxConns), "", "")
 }
 
@@ -191,22 +209,67 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connections are not touched. A pair that fails to load keeps its previous
 // certificate, and the error says which.
 func (s *Server) ReloadCertificates() error {
-	if s.certs == nil {
+	certs := s.certs.Load()
+	if certs == nil {
 		return nil
 	}
-	if err := s.certs.reload(true); err != nil {
+	if err := certs.reload(true); err != nil {
 		return fmt.Errorf("inbound: reload certificates: %w", err)
 	}
 	return nil
 }
 
+// Reconfigure replaces the MTA-STS policies served and the certificate
+// files, as a configuration reload does. Everything is checked and loaded
+// first: when a policy is invalid or a certificate pair cannot be loaded,
+// nothing changes and the error says why. Otherwise new requests get the
+// new policies and new handshakes the new certificates (every file is read
+// again, changed or not); connections already established are not
+// touched.
+//
+// The listener address, the report endpoint, ACME and the other Options
+// stay as they were given to New. With ACME, certificates may be requested
+// for the new policy hosts from then on. Certificate files cannot be added
+// to a server made without any, nor all be removed from one made with
+// some, unless ACME is on.
+func (s *Server) Reconfigure(policies []PolicyConfig, certs []CertPair) error {
+	s.reconfigure.Lock()
+	defer s.reconfigure.Unlock()
+	opts := s.opts
+	opts.Policies = policies
+	opts.Certs = certs
+	if len(certs) == 0 && s.acme == nil {
+		return errors.New("inbound: reconfigure: no certificate: give certificate files (ACME is not enabled)")
+	}
+	h, err := newHandler(opts, s.log)
+	if err != nil {
+		return fmt.Errorf("inbound: reconfigure: %w", err)
+	}
+	var store *certStore
+	if len(certs) > 0 {
+		if store, err = newCertStore(certs, opts.CertCheckInterval, s.log); err != nil {
+			return fmt.Errorf("inbound: reconfigure: %w", err)
+		}
+	}
+	s.handler.Store(h)
+	s.certs.Store(store)
+	return nil
+}
+
 // PolicyIDs returns the id of every served policy by domain.
 func (s *Server) PolicyIDs() map[string]string {
-	ids := make(map[string]string, len(s.handler.policies))
-	for _, p := range s.handler.policies {
+	h := s.handler.Load()
+	ids := make(map[string]string, len(h.policies))
+	for _, p := range h.policies {
 		ids[p.domain] = p.id
 	}
 	return ids
+}
+
+// acmeHostAllowed reports whether ACME may request a certificate for a
+// host: a policy host or report host of the current configuration.
+func (s *Server) acmeHostAllowed(name string) bool {
+	return s.handler.Load().knownHost(name)
 }
 
 // getCertificate chooses the certificate for a handshake: the ACME
@@ -219,14 +282,14 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	}
 	name := normalizeDomain(hello.ServerName)
 	var fallback *tls.Certificate
-	if s.certs != nil {
-		c, exact := s.certs.lookup(name)
+	if certs := s.certs.Load(); certs != nil {
+		c, exact := certs.lookup(name)
 		if exact {
 			return c, nil
 		}
 		fallback = c
 	}
-	if s.acme != nil && s.handler.knownHost(name) {
+	if s.acme != nil && s.handler.Load().knownHost(name) {
 		return s.acme.GetCertificate(hello)
 	}
 	if fallback != nil {
@@ -235,14 +298,16 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	return nil, fmt.Errorf("inbound: no certificate for server name %q", hello.ServerName)
 }
 
-// newACMEManager returns an autocert manager restricted to hosts.
-func newACMEManager(o ACMEOptions, hosts []string, log *slog.Logger) (*autocert.Manager, error) {
+// newACMEManager returns an autocert manager restricted to o.Hosts and
+// the hosts known reports as configured (asked at each request, so that a
+// reconfiguration takes effect).
+func newACMEManager(o ACMEOptions, known func(host string) bool, log *slog.Logger) (*autocert.Manager, error) {
 	if o.CacheDir == "" {
 		return nil, errors.New("ACME needs a cache directory")
 	}
-	allowed := append(slices.Clone(hosts), o.Hosts...)
-	for i, h := range allowed {
-		allowed[i] = normalizeDomain(h)
+	extra := make(map[string]bool, len(o.Hosts))
+	for _, h := range o.Hosts {
+		extra[normalizeDomain(h)] = true
 	}
 	client := &acme.Client{DirectoryURL: o.Directory, UserAgent: "relay-inbound"}
 	if o.RootCAs != nil {
@@ -255,14 +320,17 @@ func newACMEManager(o ACMEOptions, hosts []string, log *slog.Logger) (*autocert.
 			Timeout: time.Minute,
 		}
 	}
-	log.Info("ACME certificates enabled", "directory", orDefault(o.Directory, acme.LetsEncryptURL),
-		"cache_dir", o.CacheDir, "hosts", allowed)
 	return &autocert.Manager{
-		Prompt:     autocert.AcceptTOS,
-		Cache:      autocert.DirCache(o.CacheDir),
-		HostPolicy: autocert.HostWhitelist(allowed...),
-		Email:      o.Email,
-		Client:     client,
+		Prompt: autocert.AcceptTOS,
+		Cache:  autocert.DirCache(o.CacheDir),
+		HostPolicy: func(_ context.Context, host string) error {
+			if h := normalizeDomain(host); extra[h] || known(h) {
+				return nil
+			}
+			return fmt.Errorf("inbound: ACME: host %q not configured", host)
+		},
+		Email:  o.Email,
+		Client: client,
 	}, nil
 }
 
@@ -273,12 +341,14 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// handler routes requests by host and path. It is immutable after New.
+// handler routes requests by host and path. It is immutable after
+// newHandler; Reconfigure replaces it as a whole.
 type handler struct {
 	policies   map[string]*servedPolicy // by policy host, "mta-sts.example.org"
 	hosts      map[string]bool          // every configured host name
 	reportPath string
 	report     http.Handler
+	observe    func(status int) // nil: none
 
 	// Header values shared by all policy responses; never modified.
 	textPlain []string // RFC 8461 §3.2: media type text/plain
@@ -303,6 +373,7 @@ func newHandler(opts Options, log *slog.Logger) (*handler, error) {
 		hosts:      make(map[string]bool),
 		reportPath: opts.ReportPath,
 		report:     opts.ReportHandler,
+		observe:    opts.ObservePolicyRequest,
 		textPlain:  []string{"text/plain"},
 		noSniff:    []string{"nosniff"},
 	}
@@ -369,14 +440,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == PolicyPath:
 		p := h.policies[host]
 		if p == nil {
+			h.observePolicy(http.StatusNotFound)
 			http.NotFound(w, r)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.observePolicy(http.StatusMethodNotAllowed)
 			w.Header().Set("Allow", allowedMethods)
 			http.Error(w, "405 method not allowed: use GET or HEAD", http.StatusMethodNotAllowed)
 			return
 		}
+		h.observePolicy(http.StatusOK)
 		hdr := w.Header()
 		hdr["Content-Type"] = h.textPlain
 		hdr["Content-Length"] = p.contentLength
@@ -389,6 +463,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.report.ServeHTTP(w, r)
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+// observePolicy reports the status of a policy request.
+func (h *handler) observePolicy(status int) {
+	if h.observe != nil {
+		h.observe(status)
 	}
 }
 

@@ -782,6 +782,13 @@ func (q *Queue) Retry(id string) (int, error) {
 // pending recipient matching domain ("" for all). It returns the number of
 // messages changed.
 func (q *Queue) RetryWhere(domain string) (int, error) {
+	return q.RetryWhereProgress(domain, nil)
+}
+
+// RetryWhereProgress is RetryWhere that calls progress, if not nil, after
+// each message it looked at with the number done so far and the number
+// of matching messages (for progress reports on a large queue).
+func (q *Queue) RetryWhereProgress(domain string, progress func(done, total int)) (int, error) {
 	var ids []string
 	err := q.forEach(func(m *Message) bool {
 		if (Filter{Domain: domain}).match(m) {
@@ -793,13 +800,16 @@ func (q *Queue) RetryWhere(domain string) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, id := range ids {
+	for i, id := range ids {
 		c, err := q.Retry(id)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return n, err
 		}
 		if c > 0 {
 			n++
+		}
+		if progress != nil {
+			progress(i+1, len(ids))
 		}
 	}
 	return n, nil

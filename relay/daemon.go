@@ -14,10 +14,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/relaysec/relay/inbound"
@@ -27,6 +25,7 @@ import (
 	"github.com/relaysec/relay/relay/config"
 	"github.com/relaysec/relay/relay/deliver"
 	"github.com/relaysec/relay/relay/intake"
+	"github.com/relaysec/relay/relay/metrics"
 	"github.com/relaysec/relay/relay/tlsstats"
 	"github.com/relaysec/relay/secpolicy"
 	"github.com/relaysec/relay/secpolicy/mtasts"
@@ -50,6 +49,19 @@ type Options struct {
 	// HTTPSDial, when set, opens the connections to MTA-STS policy hosts;
 	// tests point mta-sts.<domain> at loopback with it.
 	HTTPSDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ConfigPath is the file cfg was loaded from, read again on SIGHUP and
+	// `relayctl reload`. Empty (the embedded default) means there is no
+	// file to read again: SIGHUP then only re-reads certificate files.
+	ConfigPath string
+	// LogLevel, if set, is the level of Logger's handler, which a reload
+	// sets from [log] level; nil means a level change needs a restart.
+	LogLevel *slog.LevelVar
+	// SkipDNSSECCheck skips the start-up check of the resolver's DNSSEC
+	// validation (as [dns] check_dnssec = false does).
+	SkipDNSSECCheck bool
+	// DNSSECCheck replaces that check; nil means
+	// secpolicy.Resolver.CheckValidation. Tests set it.
+	DNSSECCheck func(ctx context.Context) secpolicy.ValidationCheck
 }
 
 // QueueDir returns where the daemon keeps its queue inside data_dir.
@@ -69,7 +81,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data_dir: %w", err)
 	}
-	intakeTLS, err := loadIntakeTLS(cfg)
+	intakeTLS, intakeCert, err := loadIntakeTLS(cfg)
 	if err != nil {
 		return err
 	}
@@ -87,6 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			log.Error("close queue", "err", err)
 		}
 	}()
+	mx := metrics.New(metrics.Options{Version: opts.Version, QueueStats: q.Stats, Logger: log.With("component", "metrics")})
 
 	// Bind everything before serving anything, so a port conflict is
 	// reported before the relay accepts a single message.
@@ -99,14 +112,24 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		ln  net.Listener
 	}
 	var smtpLns []boundListener
+	metricsLn, err := listenMetrics(cfg)
+	if err != nil {
+		adminLn.Close()
+		return err
+	}
 	closeAll := func() {
 		adminLn.Close()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		for _, b := range smtpLns {
 			b.ln.Close()
 		}
 	}
 	for i, l := range cfg.Listeners {
-		srv, err := intake.New(q, intakeOptions(cfg, l, intakeTLS, users, log))
+		iopts := intakeOptions(cfg, l, intakeTLS, users, log)
+		iopts.Metrics = mx.Intake()
+		srv, err := intake.New(q, iopts)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listener[%d]: %w", i, err)
@@ -126,8 +149,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	resolver := secpolicy.NewResolver(secpolicy.ResolverConfig{
 		Addr: resolverAddr, TrustAD: cfg.DNS.TrustAD, Timeout: cfg.DNS.Timeout.Duration,
-		Logger: log.With("component", "dns"),
+		Logger: log.With("component", "dns"), Observe: mx.ObserveDNS,
 	})
+	waitDNSSECCheck := startDNSSECCheck(cfg, resolver, resolverAddr, opts, log.With("component", "dns"))
 	if cfg.Delivery.Hold {
 		log.Warn("delivery.hold is set: accepted mail is queued on hold and sent only after `relayctl queue release ID`")
 	}
@@ -137,7 +161,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	var sts *mtasts.Manager
 	if cfg.Delivery.MTASTS {
 		var closeSTS func()
-		if sts, closeSTS, err = openMTASTS(cfg, resolver, opts, log.With("component", "mta-sts")); err != nil {
+		if sts, closeSTS, err = openMTASTS(cfg, resolver, opts, mx.MTASTS(), log.With("component", "mta-sts")); err != nil {
 			closeAll()
 			return err
 		}
@@ -153,26 +177,39 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	defer stats.Close()
 	dopts := deliveryOptions(cfg, q, resolver, sts, opts, log)
 	dopts.TLSStats = stats
+	dopts.Metrics = mx.Delivery()
 	engine := deliver.New(dopts)
 	// Inbound HTTPS (MTA-STS policies, TLS-RPT reports), bound before
 	// anything is served.
 	var inboundSrv *inbound.Server
 	var inboundLn net.Listener
 	var reports *tlsrpt.Store
+	var served *servedSet
+	var mailbox *reportMailbox
 	if cfg.Inbound != nil {
 		if reports, err = tlsrpt.OpenStore(filepath.Join(cfg.DataDir, "reports.db")); err != nil {
 			closeAll()
 			return fmt.Errorf("TLS report store: %w", err)
 		}
 		defer reports.Close()
+		served = newServedSet(servedDomains(cfg))
 		handler := tlsrpt.Handler(reports, tlsrpt.HandlerOptions{
 			MaxBody: int64(cfg.Inbound.TLSRPT.MaxBody),
-			Served:  servedDomains(cfg),
+			Served:  served.contains,
 			Logger:  log.With("component", "tlsrpt"),
+			Observe: mx.ObserveTLSReport,
 		})
-		if inboundSrv, inboundLn, err = startInbound(cfg, log.With("component", "inbound"), handler); err != nil {
+		if inboundSrv, inboundLn, err = startInbound(cfg, log.With("component", "inbound"), handler, mx.ObservePolicyRequest); err != nil {
 			closeAll()
 			return fmt.Errorf("inbound: %w", err)
+		}
+		// The TLS report mailbox (rua=mailto:) stores into the same store.
+		if cfg.Inbound.ReportSMTP != nil {
+			if mailbox, err = startReportMailbox(cfg, reports, served.contains, intakeTLS, resolver, log.With("component", "reportmail")); err != nil {
+				inboundLn.Close()
+				closeAll()
+				return fmt.Errorf("inbound.report_smtp: %w", err)
+			}
 		}
 	}
 
@@ -195,8 +232,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		wg.Go(func() { sts.RefreshLoop(deliverCtx, mtasts.DefaultRefreshInterval) })
 	}
 
+	notify := systemdNotifier(log)
+	reload := &reloader{
+		path: opts.ConfigPath, log: log.With("component", "reload"), level: opts.LogLevel, metrics: mx,
+		intakeCert: intakeCert, engine: engine, inbound: inboundSrv, served: served, notify: notify,
+		running: cfg,
+	}
+	for _, b := range smtpLns {
+		reload.intakes = append(reload.intakes, b.srv)
+	}
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports, TLSStats: stats}),
+		Handler: admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports, TLSStats: stats,
+			Reload: reload.Reload}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	wg.Go(func() {
@@ -218,13 +265,24 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 				errc <- inboundError(inboundLn, err)
 			}
 		})
-		defer reloadOnSIGHUP(ctx, inboundSrv, log.With("component", "inbound"))()
-	} else {
-		// Nothing reloads on SIGHUP yet; it must not stop the daemon.
-		signal.Ignore(syscall.SIGHUP)
 	}
+	if mailbox != nil {
+		wg.Go(func() { mailbox.serve(errc) })
+	}
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		metricsSrv = metricsServer(mx)
+		wg.Go(func() { serveMetrics(metricsSrv, metricsLn, errc) })
+		log.Info("Prometheus metrics listening", "address", metricsLn.Addr().String(), "path", "/metrics")
+	}
+	// SIGHUP reloads the configuration file (certificates, users, routes,
+	// MTA-STS policies served, log level).
+	defer reload.watchSIGHUP()()
 	log.Info("relay started", "version", opts.Version, "hostname", cfg.Hostname,
 		"data_dir", cfg.DataDir, "admin_socket", cfg.AdminSocketPath())
+	waitDNSSECCheck(dnssecCheckWait)
+	logNextSteps(log, cfg, opts)
+	notify(fmt.Sprintf("READY=1\nSTATUS=Accepting mail on %s\nMAINPID=%d", smtpLns[0].ln.Addr(), os.Getpid()))
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -237,6 +295,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		log.Error("shutting down after error", "err", runErr)
 	}
 
+	notify("STOPPING=1\nSTATUS=Shutting down: waiting for transactions in progress")
 	sctx, scancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer scancel()
 	var swg sync.WaitGroup
@@ -254,6 +313,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		})
 	}
+	if mailbox != nil {
+		swg.Go(func() { mailbox.shutdown(sctx) })
+	}
 	swg.Wait()
 	// Deliveries in progress are cut short; their recipients stay due and
 	// are delivered after the restart.
@@ -261,6 +323,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	<-deliveryDone
 	if err := adminSrv.Shutdown(sctx); err != nil {
 		adminSrv.Close()
+	}
+	if metricsSrv != nil {
+		if err := metricsSrv.Shutdown(sctx); err != nil {
+			metricsSrv.Close()
+		}
 	}
 	wg.Wait()
 	os.Remove(cfg.AdminSocketPath())
@@ -270,14 +337,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 // openMTASTS opens the MTA-STS policy cache (data_dir/mta-sts.db, which
 // survives restarts: checklist STS07) and its manager.
-func openMTASTS(cfg *config.Config, resolver *secpolicy.Resolver, opts Options, log *slog.Logger) (*mtasts.Manager, func(), error) {
+func openMTASTS(cfg *config.Config, resolver *secpolicy.Resolver, opts Options, observer mtasts.Observer, log *slog.Logger) (*mtasts.Manager, func(), error) {
 	cache, err := mtasts.OpenCache(filepath.Join(cfg.DataDir, "mta-sts.db"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("MTA-STS policy cache: %w", err)
 	}
 	fetcher := mtasts.NewFetcher(mtasts.FetcherOptions{RootCAs: opts.RootCAs, DialContext: opts.HTTPSDial,
 		UserAgent: "relay/" + opts.Version})
-	m, err := mtasts.NewManager(mtasts.ManagerOptions{Resolver: resolver, Fetcher: fetcher, Cache: cache, Logger: log})
+	m, err := mtasts.NewManager(mtasts.ManagerOptions{Resolver: resolver, Fetcher: fetcher, Cache: cache, Logger: log, Observer: observer})
 	if err != nil {
 		cache.Close()
 		return nil, nil, fmt.Errorf("MTA-STS: %w", err)
@@ -286,10 +353,7 @@ func openMTASTS(cfg *config.Config, resolver *secpolicy.Resolver, opts Options, 
 }
 
 func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Resolver, sts *mtasts.Manager, opts Options, log *slog.Logger) deliver.Options {
-	routes := make([]deliver.Route, len(cfg.Routes))
-	for i, r := range cfg.Routes {
-		routes[i] = deliver.Route{Domain: r.Domain, NextHop: r.NextHop, Security: r.Security}
-	}
+	routes := deliveryRoutes(cfg)
 	d := cfg.Delivery
 	return deliver.Options{
 		Hostname:           cfg.Hostname,
@@ -337,20 +401,23 @@ func intakeOptions(cfg *config.Config, l config.Listener, tlsConf *tls.Config, u
 
 // loadIntakeTLS loads [tls] cert_file/key_file when some listener needs
 // them. The certificate is re-read on each handshake when its files change,
-// so a renewed certificate is used without a restart.
-func loadIntakeTLS(cfg *config.Config) (*tls.Config, error) {
+// so a renewed certificate is used without a restart, and a reload may
+// replace it through the returned holder (nil when no listener uses TLS).
+func loadIntakeTLS(cfg *config.Config) (*tls.Config, *certHolder, error) {
 	need := false
 	for _, l := range cfg.Listeners {
 		need = need || l.TLS != intake.TLSNone
 	}
 	if !need {
-		return nil, nil
+		return nil, nil, nil
 	}
-	c := &certFile{cert: cfg.TLS.CertFile, key: cfg.TLS.KeyFile}
-	if _, err := c.get(nil); err != nil {
-		return nil, err
+	c, err := loadCertFile(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	return &tls.Config{GetCertificate: c.get, MinVersion: tls.VersionTLS12}, nil
+	h := &certHolder{}
+	h.set(c)
+	return &tls.Config{GetCertificate: h.get, MinVersion: tls.VersionTLS12}, h, nil
 }
 
 // certFile is a certificate loaded from PEM files, reloaded when their

@@ -2,18 +2,21 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/miekg/dns"
 
 	"github.com/relaysec/relay/inbound"
+	"github.com/relaysec/relay/inbound/reportmail"
+	"github.com/relaysec/relay/inbound/tlsrpt"
 	"github.com/relaysec/relay/relay/config"
+	"github.com/relaysec/relay/secpolicy"
 )
 
 // ACMEDir returns where the daemon keeps ACME account keys and certificates
@@ -21,7 +24,8 @@ import (
 func ACMEDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "acme") }
 
 // inboundOptions maps [inbound] to the options of the inbound HTTPS server.
-// reports serves the TLS-RPT path; nil answers 404 there.
+// reports serves the TLS-RPT path; nil answers 404 there. A reload uses
+// its Policies and Certs.
 func inboundOptions(cfg *config.Config, log *slog.Logger, reports http.Handler) inbound.Options {
 	in := cfg.Inbound
 	opts := inbound.Options{
@@ -66,8 +70,11 @@ func servedDomains(cfg *config.Config) func(string) bool {
 
 // startInbound makes the inbound HTTPS server of [inbound] and binds its
 // address; the caller serves it with Serve(ln). cfg.Inbound must not be nil.
-func startInbound(cfg *config.Config, log *slog.Logger, reports http.Handler) (*inbound.Server, net.Listener, error) {
-	srv, err := inbound.New(inboundOptions(cfg, log, reports))
+// observePolicy, if set, counts the requests for MTA-STS policies.
+func startInbound(cfg *config.Config, log *slog.Logger, reports http.Handler, observePolicy func(status int)) (*inbound.Server, net.Listener, error) {
+	opts := inboundOptions(cfg, log, reports)
+	opts.ObservePolicyRequest = observePolicy
+	srv, err := inbound.New(opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -78,36 +85,107 @@ func startInbound(cfg *config.Config, log *slog.Logger, reports http.Handler) (*
 	return srv, ln, nil
 }
 
-// reloadOnSIGHUP reloads the inbound certificate files whenever the process
-// receives SIGHUP, until ctx ends or the returned stop function is called.
-func reloadOnSIGHUP(ctx context.Context, srv *inbound.Server, log *slog.Logger) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if err := srv.ReloadCertificates(); err != nil {
-					log.Error("SIGHUP: certificates not reloaded; the previous ones stay in use", "err", err)
-				} else {
-					log.Info("SIGHUP: inbound certificates reloaded")
-				}
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		cancel()
-		<-done
-	}
-}
-
 // inboundError wraps a failure of the inbound server for Run's log.
 func inboundError(ln net.Listener, err error) error {
 	return fmt.Errorf("inbound HTTPS %s: %w", ln.Addr(), err)
+}
+
+// reportMailbox is the TLS report mailbox of [inbound.report_smtp], bound
+// and ready to serve.
+type reportMailbox struct {
+	srv *reportmail.Server
+	ln  net.Listener
+	log *slog.Logger
+}
+
+// startReportMailbox makes the report mailbox of [inbound.report_smtp] and
+// binds its address: reports mailed to its addresses go to store, as those
+// POSTed over HTTPS do (checklist RPT08). It offers STARTTLS with the [tls]
+// certificate when one is configured (intakeTLS, when the intake loaded
+// it, follows reloads), looks DKIM keys up with the relay's resolver, and
+// has the intake's timeouts and connection limits. cfg.Inbound.ReportSMTP
+// must not be nil.
+func startReportMailbox(cfg *config.Config, store *tlsrpt.Store, served func(string) bool, intakeTLS *tls.Config,
+	resolver *secpolicy.Resolver, log *slog.Logger) (*reportMailbox, error) {
+	rs := cfg.Inbound.ReportSMTP
+	tc := intakeTLS
+	if tc == nil && cfg.TLS.CertFile != "" {
+		c, err := loadCertFile(cfg)
+		if err != nil {
+			return nil, err
+		}
+		tc = &tls.Config{GetCertificate: c.get, MinVersion: tls.VersionTLS12}
+	}
+	maxBody := int64(cfg.Inbound.TLSRPT.MaxBody)
+	srv, err := reportmail.New(reportmail.Options{
+		Hostname:  cfg.Hostname,
+		Address:   rs.Address,
+		Addresses: rs.Addresses,
+		TLSConfig: tc,
+		Store:     store,
+		Served:    served,
+		LookupTXT: resolverLookupTXT(resolver),
+		Limits:    reportmail.Limits{MaxPartBytes: maxBody},
+		// A report of max_body in base64, with headers and a text part.
+		MaxMessageBytes:     min(2*maxBody, int64(cfg.Limits.MaxMessageSize)),
+		MaxConnections:      cfg.Limits.MaxConnections,
+		MaxConnectionsPerIP: cfg.Limits.MaxConnectionsPerIP,
+		CommandTimeout:      cfg.Limits.CommandTimeout.Duration,
+		DataTimeout:         cfg.Limits.DataTimeout.Duration,
+		Logger:              log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", rs.Address)
+	if err != nil {
+		return nil, err
+	}
+	if tc == nil {
+		log.Warn("report mailbox without STARTTLS: set [tls] cert_file and key_file so that reports travel encrypted")
+	}
+	return &reportMailbox{srv: srv, ln: ln, log: log}, nil
+}
+
+// serve serves the mailbox until shutdown; a failure goes to errc if
+// nobody reported one before.
+func (m *reportMailbox) serve(errc chan<- error) {
+	m.log.Info("TLS report mailbox listening", "address", m.ln.Addr().String())
+	if err := m.srv.Serve(m.ln); err != nil {
+		select {
+		case errc <- err:
+		default:
+		}
+	}
+}
+
+// shutdown stops the mailbox, letting messages in DATA finish until ctx
+// ends, and logs what it received.
+func (m *reportMailbox) shutdown(ctx context.Context) {
+	if err := m.srv.Shutdown(ctx); err != nil {
+		m.log.Warn("report mailbox sessions cut off at shutdown", "err", err)
+	}
+	st := m.srv.Stats()
+	m.log.Info("report mailbox stopped", "messages", st.Messages, "stored", st.Stored, "duplicates", st.Duplicates,
+		"without_report", st.Invalid, "refused_recipients", st.RefusedRecipients)
+}
+
+// resolverLookupTXT looks DKIM keys up with the relay's resolver:
+// NXDOMAIN and NODATA are no records, other failures errors (a DKIM
+// temperror).
+func resolverLookupTXT(r *secpolicy.Resolver) reportmail.LookupTXTFunc {
+	return func(ctx context.Context, name string) ([]string, error) {
+		ans, err := r.Lookup(ctx, name, dns.TypeTXT)
+		if err != nil {
+			return nil, err
+		}
+		var txts []string
+		for _, rr := range ans.Records {
+			if t, ok := rr.(*dns.TXT); ok {
+				// A record's strings are one value (RFC 6376 §3.6.2.2).
+				txts = append(txts, strings.Join(t.Txt, ""))
+			}
+		}
+		return txts, nil
+	}
 }

@@ -81,7 +81,20 @@ type ResolverConfig struct {
 	// MaxCacheEntries bounds the answer cache; 0 means 10000, a negative
 	// value disables caching.
 	MaxCacheEntries int
+	// Observe, if set, is called once per Lookup (answers from the cache
+	// included) with the query type and the outcome: OutcomeSecure,
+	// OutcomeInsecure, OutcomeNXDomain or OutcomeError. It is called from
+	// concurrent lookups and must be cheap (metrics count with it).
+	Observe func(qtype uint16, outcome string)
 }
+
+// Outcomes of a Lookup as reported to ResolverConfig.Observe.
+const (
+	OutcomeSecure   = "secure"   // a DNSSEC-validated answer (records or NODATA)
+	OutcomeInsecure = "insecure" // an answer not known to be validated
+	OutcomeNXDomain = "nxdomain" // the name does not exist
+	OutcomeError    = "error"    // the lookup failed (SERVFAIL, timeout, ...)
+)
 
 // Resolver sends queries to one recursive resolver and reports the DNSSEC
 // status of each answer. It is safe for concurrent use.
@@ -93,7 +106,8 @@ type Resolver struct {
 	udp     *dns.Client
 	tcp     *dns.Client
 	cache   *cache
-	now     func() time.Time // replaced by tests
+	observe func(qtype uint16, outcome string) // nil: none
+	now     func() time.Time                   // replaced by tests
 }
 
 // NewResolver returns a Resolver for cfg. The AD bit of answers is trusted
@@ -124,6 +138,7 @@ func NewResolver(cfg ResolverConfig) *Resolver {
 		udp:     &dns.Client{Net: "udp", Timeout: timeout, UDPSize: ednsUDPSize},
 		tcp:     &dns.Client{Net: "tcp", Timeout: timeout},
 		cache:   newCache(maxEntries),
+		observe: cfg.Observe,
 		now:     time.Now,
 	}
 	switch {
@@ -288,6 +303,28 @@ func canonicalName(name string) (string, error) {
 // *LookupError (DNS02), wrapped with the queried name when it concerns a
 // CNAME target. An invalid name yields an error wrapping ErrInvalidName.
 func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (Answer, error) {
+	a, err := r.lookup(ctx, name, qtype)
+	if r.observe != nil {
+		r.observe(qtype, lookupOutcome(a, err))
+	}
+	return a, err
+}
+
+// lookupOutcome classifies a Lookup result for ResolverConfig.Observe.
+func lookupOutcome(a Answer, err error) string {
+	switch {
+	case err != nil:
+		return OutcomeError
+	case a.NXDomain:
+		return OutcomeNXDomain
+	case a.Security == Secure:
+		return OutcomeSecure
+	}
+	return OutcomeInsecure
+}
+
+// lookup implements Lookup.
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (Answer, error) {
 	cname, err := canonicalName(name)
 	if err != nil {
 		return Answer{}, fmt.Errorf("lookup %s: %w", dns.TypeToString[qtype], err)

@@ -55,9 +55,10 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServeCmd(stderr), newConfigCmd(stdout), &cobra.Command{
-		Use:   "version",
-		Short: "Print the relay's version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print the relay's version",
+		Example: "  relay version",
+		Args:    cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "relay", buildVersion())
 		},
@@ -78,15 +79,27 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the relay daemon",
-		Long: "Run the relay daemon. Without --config it runs on an embedded default that is safe\n" +
-			"on a laptop: SMTP intake on 127.0.0.1:2525 for loopback clients only, data in ./relay-data.",
+		Long: `Run the relay daemon. Without --config it runs on an embedded default that is safe
+on a laptop: SMTP intake on 127.0.0.1:2525 for loopback clients only, data in
+./relay-data, accepted mail held until released.
+
+SIGHUP (systemctl reload relay) or "relayctl reload" reads the --config file
+again: certificates, users, routes, MTA-STS policies served and the log level
+change at once; other changed settings are logged as needing a restart, and a
+file with problems is refused while the running configuration stays in force.
+SIGTERM and SIGINT stop the daemon after transactions in progress. Started by
+systemd with Type=notify, it reports readiness on $NOTIFY_SOCKET.`,
+		Example: `  relay serve                                  # embedded default, try it out
+  relay serve --config /etc/relay/relay.toml
+  kill -HUP "$(pidof relay)"                   # reload the configuration file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path)
 			if err != nil {
 				return err
 			}
-			log := newLogger(stderr, cfg.Log)
+			level := new(slog.LevelVar)
+			log := newLogger(stderr, cfg.Log, level)
 			if path == "" {
 				log.Info("no --config given: using the embedded default configuration (see `relay config default`)")
 			}
@@ -95,18 +108,22 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return relay.Run(ctx, cfg, relay.Options{Version: buildVersion(), Logger: log})
+			return relay.Run(ctx, cfg, relay.Options{Version: buildVersion(), Logger: log, ConfigPath: path, LogLevel: level})
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "configuration file (default: embedded default)")
 	return cmd
 }
 
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
+// newLogger returns the daemon's logger writing to w in the format of c,
+// at the level of c, which it stores in level so that a configuration
+// reload can change it.
+func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Level)); err != nil {
+		l = slog.LevelInfo
 	}
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -120,7 +137,9 @@ func newConfigCmd(stdout io.Writer) *cobra.Command {
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate a configuration file and report every problem with its line",
-		Args:  cobra.NoArgs,
+		Example: `  relay config check --config /etc/relay/relay.toml
+  relay config check --config relay.toml && sudo systemctl reload relay`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path == "" {
 				return errors.New("config check: --config FILE is required")
@@ -138,9 +157,10 @@ func newConfigCmd(stdout io.Writer) *cobra.Command {
 	}
 	check.Flags().StringVar(&path, "config", "", "configuration file to check")
 	def := &cobra.Command{
-		Use:   "default",
-		Short: "Print the embedded default configuration",
-		Args:  cobra.NoArgs,
+		Use:     "default",
+		Short:   "Print the embedded default configuration",
+		Example: "  relay config default > relay.toml",
+		Args:    cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			stdout.Write(config.DefaultTOML())
 		},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -40,7 +41,9 @@ func newDNSRecordsCmd(a *app) *cobra.Command {
 DOMAIN in relay.toml: the _mta-sts TXT record with the policy id (it changes
 whenever the policy does), where mta-sts.DOMAIN must point, the _smtp._tls
 TXT record that sends TLS reports to this relay, and a TLSA record for the
-certificate of [tls] when it is set.`,
+certificate of [tls] when it is set. With [inbound.report_smtp], the
+_smtp._tls record names the report mailbox (rua=mailto:) too, and an MX
+record sends the mailbox's domain to this relay.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := a.loadConfig()
@@ -54,11 +57,14 @@ certificate of [tls] when it is set.`,
 
 // dnsRecordsOutput is the JSON form of `dns records`.
 type dnsRecordsOutput struct {
-	Domain    string      `json:"domain"`
-	PolicyID  string      `json:"policy_id"`
-	Policy    string      `json:"policy"`
-	ReportURL string      `json:"report_url"`
-	Records   []dnsRecord `json:"records"`
+	Domain    string `json:"domain"`
+	PolicyID  string `json:"policy_id"`
+	Policy    string `json:"policy"`
+	ReportURL string `json:"report_url"`
+	// ReportMailto is the mailto: URI of the report mailbox
+	// ([inbound.report_smtp]), empty without one.
+	ReportMailto string      `json:"report_mailto,omitempty"`
+	Records      []dnsRecord `json:"records"`
 }
 
 type dnsRecord struct {
@@ -82,14 +88,41 @@ func (a *app) dnsRecords(cfg *config.Config, domain string) error {
 		fmt.Fprintf(a.stderr, "warning: no TLSA record: %v\n", err)
 	}
 	url := reportURL(cfg, pol.Domain)
-	recs := inbound.DNSRecords(pol.Domain, pol, url, cert)
-	out := dnsRecordsOutput{Domain: pol.Domain, PolicyID: inbound.PolicyID(body), Policy: string(body), ReportURL: url}
+	mailto, mx := reportMailbox(cfg)
+	rua := url
+	if mailto != "" {
+		rua = mailto + "," + url
+	}
+	recs := inbound.DNSRecords(pol.Domain, pol, rua, cert)
+	out := dnsRecordsOutput{Domain: pol.Domain, PolicyID: inbound.PolicyID(body), Policy: string(body), ReportURL: url, ReportMailto: mailto}
 	for _, r := range recs {
 		if r.Type == "CNAME" && r.Value == "" {
 			r.Value = strings.TrimSuffix(cfg.Hostname, ".") + "."
 			r.Note += " (the CNAME shown uses hostname from relay.toml)"
 		}
+		if r.Type == "TXT" && strings.HasPrefix(r.Name, "_smtp._tls.") && mailto != "" {
+			r.Note = "asks senders to send their daily TLS reports to this relay, by mail to the report mailbox and by HTTPS POST " +
+				"(a report that arrives both ways is stored once); keep only one of the two URIs if you prefer, " +
+				"most senders support mailto:"
+		}
 		out.Records = append(out.Records, dnsRecord{r.Name, r.Type, r.Value, r.Note})
+	}
+	if mx != nil {
+		if strings.EqualFold(mx.domain, pol.Domain) {
+			fmt.Fprintf(a.stderr, "warning: the report mailbox %s is in %s itself, whose MX hosts receive its mail: "+
+				"have them forward %s to this relay's report listener, or use an address in a subdomain such as tlsrpt@reports.%s\n",
+				mx.address, pol.Domain, mx.address, pol.Domain)
+		} else {
+			note := "the report mailbox " + mx.address + ": mail for " + mx.domain + " must reach this relay's [inbound.report_smtp] listener, which senders connect to on port 25"
+			if mx.port != "25" {
+				note += " (it listens on " + mx.listen + ": forward port 25 to it)"
+			}
+			note += " (the MX shown uses hostname from relay.toml)"
+			if !strings.HasSuffix(mx.domain, "."+pol.Domain) {
+				note += "; it belongs in the zone of " + mx.domain
+			}
+			out.Records = append(out.Records, dnsRecord{mx.domain + ".", "MX", "10 " + strings.TrimSuffix(cfg.Hostname, ".") + ".", note})
+		}
 	}
 	if a.jsonOut {
 		return a.printJSON(out)
@@ -99,7 +132,11 @@ func (a *app) dnsRecords(cfg *config.Config, domain string) error {
 	for line := range strings.SplitSeq(strings.TrimRight(out.Policy, "\r\n"), "\n") {
 		fmt.Fprintf(a.stdout, "  %s\n", strings.TrimSuffix(line, "\r"))
 	}
-	fmt.Fprintf(a.stdout, "Policy id:  %s\nReport URL: %s\n\nPublish in the zone of %s:\n\n", out.PolicyID, out.ReportURL, pol.Domain)
+	fmt.Fprintf(a.stdout, "Policy id:  %s\nReport URL: %s\n", out.PolicyID, out.ReportURL)
+	if mailto != "" {
+		fmt.Fprintf(a.stdout, "Report mailbox: %s\n", mailto)
+	}
+	fmt.Fprintf(a.stdout, "\nPublish in the zone of %s:\n\n", pol.Domain)
 	tw := a.table()
 	fmt.Fprintln(tw, "NAME\tTTL\tTYPE\tVALUE")
 	for _, r := range out.Records {
@@ -138,6 +175,32 @@ func reportURL(cfg *config.Config, domain string) string {
 		path = cfg.Inbound.TLSRPT.Path
 	}
 	return "https://" + inbound.PolicyHost(domain) + path
+}
+
+// reportMX is the report mailbox of [inbound.report_smtp]: its first
+// address, that address's domain, and the listener.
+type reportMX struct {
+	address, domain string
+	listen, port    string
+}
+
+// reportMailbox returns the mailto: URI of the first report address of
+// [inbound.report_smtp] and where its mail must go; "" and nil without the
+// table.
+func reportMailbox(cfg *config.Config) (string, *reportMX) {
+	if cfg.Inbound == nil || cfg.Inbound.ReportSMTP == nil || len(cfg.Inbound.ReportSMTP.Addresses) == 0 {
+		return "", nil
+	}
+	rs := cfg.Inbound.ReportSMTP
+	addr := strings.TrimSpace(rs.Addresses[0])
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "", nil // config validation refuses this
+	}
+	_, port, _ := net.SplitHostPort(rs.Address)
+	// RFC 8460 §3: commas and semicolons delimit the rua list.
+	mailto := "mailto:" + strings.NewReplacer(",", "%2C", ";", "%3B", " ", "%20").Replace(addr)
+	return mailto, &reportMX{address: addr, domain: strings.ToLower(strings.TrimSuffix(addr[at+1:], ".")), listen: rs.Address, port: port}
 }
 
 // intakeCertificate returns the leaf of [tls] cert_file, nil when unset.

@@ -29,6 +29,7 @@ their TLS sessions to your MX hosts succeeded, and why the others failed.`,
 		newReportsShowCmd(a),
 		newReportsSummaryCmd(a),
 		newReportsDeleteCmd(a),
+		newReportsImportCmd(a),
 	)
 	return cmd
 }
@@ -53,8 +54,9 @@ func newReportsListCmd(a *app) *cobra.Command {
 		Short: "List received reports, newest first",
 		Long: `List received reports, newest first: when each arrived, who sent it, the
 policy domains and date range it covers, its successful and failed session
-counts, FOREIGN if it concerns a domain the relay does not serve, and how it
-came (https, email with its DKIM result, or import).
+counts, FOREIGN if it concerns a domain the relay does not serve, how it
+came (https, email or import) and, for email, the DKIM result of the
+message ("pass (d=google.com)", "fail: ...", "none"; "-" for the others).
 
 --since selects reports whose date range ends at or after the given time:
 an age such as 7d, 36h or 2w, a date, or an RFC 3339 time.`,
@@ -106,13 +108,9 @@ func fmtDomains(ds []string) string {
 	return clean(strings.Join(ds, ","))
 }
 
-// fmtSource formats how a report came, with its DKIM result if any.
-func fmtSource(s tlsrpt.Summary) string {
-	src := orDash(s.Source)
-	if s.DKIM != "" {
-		src += " (dkim " + clean(s.DKIM) + ")"
-	}
-	return src
+// fmtDKIM formats a report's DKIM result for a table cell.
+func fmtDKIM(s tlsrpt.Summary) string {
+	return truncate(orDash(s.DKIM), 48)
 }
 
 func (a *app) printReportList(list []tlsrpt.Summary, f tlsrpt.Filter) error {
@@ -125,15 +123,15 @@ func (a *app) printReportList(list []tlsrpt.Summary, f tlsrpt.Filter) error {
 		return nil
 	}
 	tw := a.table()
-	fmt.Fprintln(tw, "ID\tRECEIVED\tORGANIZATION\tPOLICY DOMAIN\tDATE RANGE (UTC)\tSUCCESSFUL\tFAILED\tFLAGS\tSOURCE")
+	fmt.Fprintln(tw, "ID\tRECEIVED\tORGANIZATION\tPOLICY DOMAIN\tDATE RANGE (UTC)\tSUCCESSFUL\tFAILED\tFLAGS\tSOURCE\tDKIM")
 	for _, s := range list {
 		flags := "-"
 		if s.Foreign {
 			flags = "FOREIGN"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n",
 			s.ID, fmtTime(s.Received), truncate(orDash(s.Organization), 40), fmtDomains(s.PolicyDomains),
-			fmtRange(s.Start, s.End), s.Successes, s.Failures, flags, fmtSource(s))
+			fmtRange(s.Start, s.End), s.Successes, s.Failures, flags, orDash(s.Source), fmtDKIM(s))
 	}
 	return tw.Flush()
 }
@@ -188,8 +186,8 @@ func (a *app) printReport(st *tlsrpt.Stored) error {
 	fmt.Fprintf(tw, "Received:\t%s\n", fmtTime(st.Received))
 	fmt.Fprintf(tw, "Source:\t%s\n", orDash(st.Source))
 	fmt.Fprintf(tw, "Sender:\t%s\n", orDash(st.Sender))
-	if st.DKIM != "" {
-		fmt.Fprintf(tw, "DKIM:\t%s\n", clean(st.DKIM))
+	if st.DKIM != "" || st.Source == tlsrpt.SourceEmail {
+		fmt.Fprintf(tw, "DKIM:\t%s\n", orDash(st.DKIM))
 	}
 	fmt.Fprintf(tw, "Policy domains:\t%s\n", fmtDomains(st.PolicyDomains))
 	if st.Foreign {
@@ -436,15 +434,22 @@ type reportDeleteResult struct {
 
 func newReportsDeleteCmd(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete ID...",
+		Use:   "delete ID... | -",
 		Short: "Delete stored reports",
+		Long: `Delete stored reports. Give the report IDs as arguments, or - to read
+them from standard input (separated by spaces or newlines). Up to 20 IDs
+get a line each; more show progress on standard error and a final count.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return errors.New("reports delete needs at least one report ID")
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, ids []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ids, err := readIDs(args, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -455,13 +460,19 @@ func newReportsDeleteCmd(a *app) *cobra.Command {
 	}
 }
 
-// deleteReports deletes each report, reporting per ID, and fails if any
-// deletion failed. It stops at once when the daemon cannot be reached or
-// does not keep reports.
+// deleteReports deletes each report and fails if any deletion failed. Up
+// to bulkVerboseMax IDs are reported one by one; more show progress on
+// standard error and a final count on standard output. It stops at once
+// when the daemon cannot be reached or does not keep reports.
 func (a *app) deleteReports(ctx context.Context, c *admin.Client, ids []string) error {
 	results := make([]reportDeleteResult, 0, len(ids))
-	failed := 0
-	for _, id := range ids {
+	verbose := len(ids) <= bulkVerboseMax
+	prog := newProgress(a.stderr, func(done, total int) string {
+		return fmt.Sprintf("relayctl: reports delete: %d of %d reports done...", done, total)
+	})
+	defer prog.done()
+	var tally bulkTally
+	for i, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -471,23 +482,38 @@ func (a *app) deleteReports(ctx context.Context, c *admin.Client, ids []string) 
 			return err
 		}
 		res := reportDeleteResult{ID: id, Deleted: err == nil}
-		if err != nil {
-			failed++
+		switch {
+		case err != nil:
 			res.Error = err.Error()
-			if !a.jsonOut {
+			notFound := errors.Is(err, tlsrpt.ErrNotFound)
+			if notFound {
+				tally.notFound = append(tally.notFound, id)
+			} else {
+				tally.failed = append(tally.failed, id)
+			}
+			if !a.jsonOut && (verbose || !notFound) {
 				fmt.Fprintf(a.stderr, "%s: %v\n", clean(id), err)
 			}
-		} else if !a.jsonOut {
+		case verbose && !a.jsonOut:
+			tally.ok++
 			fmt.Fprintf(a.stdout, "%s: deleted\n", clean(id))
+		default:
+			tally.ok++
 		}
 		results = append(results, res)
+		if !verbose {
+			prog.update(i+1, len(ids))
+		}
 	}
+	prog.done()
 	if a.jsonOut {
 		if err := a.printJSON(results); err != nil {
 			return err
 		}
+	} else if !verbose {
+		fmt.Fprintln(a.stdout, tally.summary("deleted "+plural(tally.ok, "report")))
 	}
-	if failed > 0 {
+	if failed := len(tally.notFound) + len(tally.failed); failed > 0 {
 		return fmt.Errorf("delete failed for %d of %s", failed, plural(len(ids), "report"))
 	}
 	return nil

@@ -100,14 +100,14 @@ func TestReportsList(t *testing.T) {
 	d := newReportDaemon(t)
 	out, errOut, code := d.relayctl(t, "reports", "list")
 	mustSucceed(t, out, errOut, code)
-	if !strings.HasPrefix(squash(out), "ID RECEIVED ORGANIZATION POLICY DOMAIN DATE RANGE (UTC) SUCCESSFUL FAILED FLAGS SOURCE") {
+	if !strings.HasPrefix(squash(out), "ID RECEIVED ORGANIZATION POLICY DOMAIN DATE RANGE (UTC) SUCCESSFUL FAILED FLAGS SOURCE DKIM") {
 		t.Errorf("header:\n%s", out)
 	}
 	for f, want := range map[string]string{
-		"google.json":          "Google Inc. example.org 2026-02-27 00:00 .. 2026-02-27 23:59 1843 27 - email (dkim pass)",
-		"microsoft.json":       "Microsoft Corporation example.org 2026-02-27 00:00 .. 2026-02-28 00:00 412 9 - https",
-		"smallprovider.json":   "Example Mail Hosting e.K. example.org 2026-02-27 00:00 .. 2026-02-27 23:59 33 4 - https",
-		"rfc8460-example.json": "Company-X company-y.example 2016-04-01 00:00 .. 2016-04-01 23:59 5326 303 FOREIGN https",
+		"google.json":          "Google Inc. example.org 2026-02-27 00:00 .. 2026-02-27 23:59 1843 27 - email pass",
+		"microsoft.json":       "Microsoft Corporation example.org 2026-02-27 00:00 .. 2026-02-28 00:00 412 9 - https -",
+		"smallprovider.json":   "Example Mail Hosting e.K. example.org 2026-02-27 00:00 .. 2026-02-27 23:59 33 4 - https -",
+		"rfc8460-example.json": "Company-X company-y.example 2016-04-01 00:00 .. 2016-04-01 23:59 5326 303 FOREIGN https -",
 	} {
 		if l := line(out, d.ids[f]); !strings.HasSuffix(l, want) {
 			t.Errorf("%s: line %q, want it to end with %q", f, l, want)

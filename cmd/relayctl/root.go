@@ -9,6 +9,7 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/relaysec/relay/relay/admin"
@@ -42,7 +43,12 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 
 The socket is found with --socket, else from the configuration named by
 --config (data_dir and [admin] socket), else from ./relay.toml, else from
-/etc/relay/relay.toml, else at the built-in default ./relay-data/relay.sock.`,
+/etc/relay/relay.toml, else at the built-in default ./relay-data/relay.sock.
+The socket is mode 0600: run relayctl as the user the daemon runs as (or
+root), for example "sudo -u relay relayctl queue inspect".
+
+Every command has examples in its --help. Shell completion: see
+"relayctl completion --help".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -56,6 +62,11 @@ The socket is found with --socket, else from the configuration named by
 	root.AddCommand(newQueueCmd(a), newUserCmd(a), newVersionCmd(a), newPolicyCmd(a))
 	root.AddCommand(newDNSCmd(a))
 	root.AddCommand(newReportsCmd(a))
+	root.AddCommand(newReloadCmd(a))
+	// Cobra adds the completion command when the tree runs; adding it
+	// now gives it examples like every other command.
+	root.InitDefaultCompletionCmd()
+	addExamples(root)
 	return root
 }
 
@@ -92,10 +103,44 @@ func discoverSocket(socketFlag, configFlag string, candidates []string) (string,
 
 func socketFromConfig(path string) (string, error) {
 	cfg, err := config.Load(path)
-	if err != nil {
-		return "", fmt.Errorf("cannot find the admin socket: %w (fix the file or give --socket PATH)", err)
+	if err == nil {
+		return cfg.AdminSocketPath(), nil
 	}
-	return cfg.AdminSocketPath(), nil
+	// A file with problems (just edited, say) still names the socket of
+	// the daemon, which runs on the configuration it loaded before: use
+	// it, so that `relayctl reload` gets the daemon to report the problems
+	// and the other commands keep working.
+	var cerrs *config.Errors
+	if errors.As(err, &cerrs) {
+		if socket, ok := lenientSocketPath(path); ok {
+			return socket, nil
+		}
+	}
+	return "", fmt.Errorf("cannot find the admin socket: %w (fix the file or give --socket PATH)", err)
+}
+
+// lenientSocketPath reads only data_dir and [admin] socket from a
+// configuration file that does not pass validation; ok is false when the
+// file is not even TOML or has no data_dir.
+func lenientSocketPath(path string) (socket string, ok bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", false
+	}
+	var doc struct {
+		DataDir string `toml:"data_dir"`
+		Admin   struct {
+			Socket string `toml:"socket"`
+		} `toml:"admin"`
+	}
+	if err := toml.Unmarshal(data, &doc); err != nil || doc.DataDir == "" {
+		return "", false
+	}
+	cfg := config.Config{DataDir: doc.DataDir, Admin: config.Admin{Socket: doc.Admin.Socket}}
+	if cfg.Admin.Socket == "" {
+		cfg.Admin.Socket = config.Default().Admin.Socket
+	}
+	return cfg.AdminSocketPath(), true
 }
 
 // printJSON writes v as indented JSON.

@@ -64,7 +64,22 @@ type HandlerOptions struct {
 	Logger *slog.Logger
 	// Now returns the current time (for tests); nil means time.Now.
 	Now func() time.Time
+	// Observe, if set, is called once per request with its outcome:
+	// OutcomeStored, OutcomeDuplicate, OutcomeRejected, OutcomeRateLimited,
+	// OutcomeBusy or OutcomeError (metrics count with it). It must be
+	// cheap.
+	Observe func(outcome string)
 }
+
+// Outcomes of a request as reported to HandlerOptions.Observe.
+const (
+	OutcomeStored      = "stored"       // 201: a new report was stored
+	OutcomeDuplicate   = "duplicate"    // 200: the report was stored before
+	OutcomeRejected    = "rejected"     // 4xx: not a valid report, too large, wrong method or type
+	OutcomeRateLimited = "rate_limited" // 429: too many requests from the client
+	OutcomeBusy        = "busy"         // 503: too many reports in progress
+	OutcomeError       = "error"        // 500: the store failed
+)
 
 // Handler returns the HTTP handler of the TLS report endpoint (RFC 8460
 // §5.3.2); the caller mounts it at [inbound.tls_rpt] path. It answers:
@@ -105,6 +120,9 @@ func Handler(store *Store, opts HandlerOptions) http.Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Observe == nil {
+		opts.Observe = func(string) {}
+	}
 	h := &handler{
 		store: store,
 		opts:  opts,
@@ -143,6 +161,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ok, wait := h.limiter.allow(limitKey(ip), h.opts.Now()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 			log.Debug("tlsrpt: rate limited")
+			h.opts.Observe(OutcomeRateLimited)
 			writeJSON(w, http.StatusTooManyRequests, errorBody{Error: "too many requests from " + ip + ": try again later"})
 			return
 		}
@@ -152,6 +171,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-h.sem }()
 	default:
 		w.Header().Set("Retry-After", "10")
+		h.opts.Observe(OutcomeBusy)
 		h.fail(w, log, http.StatusServiceUnavailable, "too many reports being processed: try again later")
 		return
 	}
@@ -197,16 +217,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		log.Error("tlsrpt: storing report failed", "organization", rep.OrganizationName, "report_id", rep.ReportID, "err", err)
+		h.opts.Observe(OutcomeError)
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "the report could not be stored: try again later"})
 		return
 	}
 	log.Info("tlsrpt: report received", "id", id, "duplicate", dup,
 		"organization", rep.OrganizationName, "report_id", rep.ReportID,
 		"policy_domains", rep.PolicyDomains(), "warnings", len(rep.Warnings))
-	code := http.StatusCreated
+	code, outcome := http.StatusCreated, OutcomeStored
 	if dup {
-		code = http.StatusOK
+		code, outcome = http.StatusOK, OutcomeDuplicate
 	}
+	h.opts.Observe(outcome)
 	writeJSON(w, code, response{ID: id, Duplicate: dup})
 }
 
@@ -214,8 +236,12 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// fail answers with an error and logs the refusal.
+// fail answers with an error and logs the refusal; a client error counts
+// as a rejected report.
 func (h *handler) fail(w http.ResponseWriter, log *slog.Logger, code int, msg string) {
+	if code >= 400 && code < 500 {
+		h.opts.Observe(OutcomeRejected)
+	}
 	log.Info("tlsrpt: report refused", "status", code, "reason", msg)
 	writeJSON(w, code, errorBody{Error: msg})
 }

@@ -14,7 +14,9 @@
 //	POST   /v1/queue/messages/{id}/release  {"changed": n}
 //	POST   /v1/queue/messages/{id}/retry    {"changed": n}
 //	DELETE /v1/queue/messages/{id}          {"deleted": true}
-//	POST   /v1/queue/retry                  {"messages": n} (?domain=D or ?all=1)
+//	POST   /v1/queue/retry                  {"messages": n} (?domain=D or ?all=1; with &progress=1
+//	                                        JSON lines {"done","total"}, then {"messages": n})
+//	POST   /v1/reload                       ReloadResult; 422 with {"error", "problems"} when refused
 //
 // Errors are {"error": "..."} with status 404 for an unknown message ID (or
 // one that is not a message ID at all), 400 for bad parameters and 500 when

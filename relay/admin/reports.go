@@ -8,6 +8,7 @@ package admin
 //	GET    /v1/reports/{id}         tlsrpt.Stored: summary, parsed report, raw JSON
 //	GET    /v1/reports/{id}/raw     the report's JSON text exactly as received
 //	DELETE /v1/reports/{id}         {"deleted": true}
+//	POST   /v1/reports/import       ImportResult: the reports of the file in the body (?name=)
 //
 // since is an RFC 3339 time or an age such as "7d", "36h" or "2w"; it
 // selects reports whose date range ends at or after it. Without a store
@@ -16,6 +17,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaysec/relay/inbound/reportmail"
 	"github.com/relaysec/relay/inbound/tlsrpt"
 )
 
@@ -60,6 +63,7 @@ func (s *server) registerReports() {
 	s.mux.HandleFunc("GET /v1/reports/{id}", s.reportShow)
 	s.mux.HandleFunc("GET /v1/reports/{id}/raw", s.reportRaw)
 	s.mux.HandleFunc("DELETE /v1/reports/{id}", s.reportDelete)
+	s.mux.HandleFunc("POST /v1/reports/import", s.reportImport)
 }
 
 // reportFilter reads domain, since and (if withLimit) limit from the
@@ -299,4 +303,146 @@ func reportError(err error) error {
 		return &reportAPIError{ae}
 	}
 	return err
+}
+
+// MaxImportBytes caps the body of POST /v1/reports/import: one file, or
+// one message of an mbox file (relayctl sends those one by one).
+const MaxImportBytes = 64 << 20
+
+// importLimits bound the extraction of an imported file: larger than for
+// mail from the internet, since only the administrator imports, yet
+// still bounded against zip and gzip bombs.
+func importLimits() reportmail.Limits {
+	return reportmail.Limits{
+		MaxPartBytes:  MaxImportBytes,
+		MaxTotalBytes: 256 << 20,
+		MaxReports:    1000,
+		MaxZipEntries: 1000,
+	}
+}
+
+// ImportResult is the answer of POST /v1/reports/import.
+type ImportResult struct {
+	// Reports has one entry per report found in the file, in file order.
+	Reports []ImportedReport `json:"reports"`
+	// Problems are the parts of the file that looked like reports but
+	// could not be decoded.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// ImportedReport is the outcome for one report of an imported file.
+type ImportedReport struct {
+	// ID is the stored report's ID; with Duplicate, the ID of the report
+	// stored before (by any way in). Empty with Error.
+	ID           string `json:"id,omitempty"`
+	Duplicate    bool   `json:"duplicate,omitempty"`
+	Organization string `json:"organization,omitempty"`
+	ReportID     string `json:"report_id,omitempty"`
+	// Where says where in the file the report was found.
+	Where string `json:"where,omitempty"`
+	// Error says why the report was not stored: it is not a valid report.
+	Error string `json:"error,omitempty"`
+}
+
+// maxImportName bounds the file name kept as a report's sender.
+const maxImportName = 256
+
+// reportImport stores the reports of an imported file with source
+// import: 200 with an ImportResult when the file holds a report (stored,
+// duplicate, or invalid), 422 when it holds none, 413 for a body over
+// MaxImportBytes.
+func (s *server) reportImport(w http.ResponseWriter, r *http.Request) {
+	name := strings.Map(func(c rune) rune {
+		if c < 0x20 || c == 0x7f {
+			return -1
+		}
+		return c
+	}, r.URL.Query().Get("name"))
+	if len(name) > maxImportName {
+		name = strings.ToValidUTF8(name[:maxImportName], "")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxImportBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("file over %d bytes: split it (relayctl sends mbox files message by message)", MaxImportBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("read file: %v", err))
+		return
+	}
+	ex, err := reportmail.ExtractFile(name, body, importLimits())
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	res := ImportResult{Reports: []ImportedReport{}}
+	for _, p := range ex.Problems {
+		res.Problems = append(res.Problems, p.Error())
+	}
+	if err := ex.Err(); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	now := time.Now()
+	for _, f := range ex.Reports {
+		out := ImportedReport{Where: f.Where}
+		rep, err := tlsrpt.Parse(f.JSON)
+		if err != nil {
+			out.Error = "invalid TLS report: " + err.Error()
+			res.Reports = append(res.Reports, out)
+			continue
+		}
+		out.Organization, out.ReportID = rep.OrganizationName, rep.ReportID
+		out.ID, out.Duplicate, err = s.opts.Reports.Add(r.Context(), rep, f.JSON, tlsrpt.Meta{
+			Received: now,
+			Source:   tlsrpt.SourceImport,
+			Sender:   name,
+		})
+		if err != nil {
+			s.reportFail(w, r, err)
+			return
+		}
+		res.Reports = append(res.Reports, out)
+	}
+	stored := 0
+	for _, o := range res.Reports {
+		if o.ID != "" && !o.Duplicate {
+			stored++
+		}
+	}
+	s.log.Info("admin: reports imported", "file", name, "reports", len(res.Reports), "stored", stored, "problems", len(res.Problems))
+	writeJSON(w, http.StatusOK, res)
+}
+
+// ImportReports sends a file of TLS reports to the daemon, which stores
+// them with source import: a report's JSON (.json), gzip-compressed
+// (.json.gz), a zip archive, a mail message (.eml) or a small mbox file.
+// name is the file's name, kept as the reports' sender. A file without a
+// report gives an *APIError with status 422 saying why.
+func (c *Client) ImportReports(ctx context.Context, name string, body io.Reader) (*ImportResult, error) {
+	const path = "/v1/reports/import"
+	u := "http://relay" + path + "?" + url.Values{"name": {name}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("admin API POST %s: %w", path, err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ce *ConnectError
+		if errors.As(err, &ce) {
+			return nil, ce
+		}
+		return nil, fmt.Errorf("admin API POST %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, reportError(readError(resp))
+	}
+	var res ImportResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return nil, fmt.Errorf("admin API POST %s: decode answer: %w", path, err)
+	}
+	return &res, nil
 }

@@ -34,6 +34,8 @@ type Options struct {
 	// Reports is the TLS report store served under /v1/reports; nil
 	// (no [inbound]) makes those endpoints answer 404.
 	Reports *tlsrpt.Store
+	// Reload serves POST /v1/reload; nil makes it answer 404.
+	Reload ReloadFunc
 }
 
 // server holds what the handlers share; one per Handler call.
@@ -69,6 +71,7 @@ func Handler(q *queue.Queue, log *slog.Logger, opts Options) http.Handler {
 	s.mux.HandleFunc("GET /v1/policy-cache", s.policyCacheList)
 	s.mux.HandleFunc("DELETE /v1/policy-cache", s.policyCacheFlush)
 	s.mux.HandleFunc("GET /v1/tls-stats", s.tlsStats)
+	s.mux.HandleFunc("POST /v1/reload", s.reload)
 	s.registerReports()
 	return s
 }
@@ -242,6 +245,10 @@ func (s *server) retryWhere(w http.ResponseWriter, r *http.Request) {
 		return
 	case !all && domain == "":
 		writeError(w, http.StatusBadRequest, "give domain=D to retry one destination or all=1 to retry the whole queue")
+		return
+	}
+	if query.Get("progress") == "1" {
+		s.retryWhereStream(w, domain, all)
 		return
 	}
 	n, err := s.q.RetryWhere(domain)

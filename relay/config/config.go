@@ -119,6 +119,11 @@ type DNS struct {
 	TrustAD bool `toml:"trust_ad"`
 	// Timeout bounds one DNS query; default 5s.
 	Timeout Duration `toml:"timeout"`
+	// CheckDNSSEC makes the daemon check at start-up whether the resolver
+	// validates DNSSEC, by querying a signed name and one whose signatures
+	// are broken on purpose, and log what it found; default true. Turn it
+	// off where the resolver has no internet access.
+	CheckDNSSEC bool `toml:"check_dnssec"`
 }
 
 // Listener is one SMTP intake listener.
@@ -298,6 +303,7 @@ type defaulter interface {
 func (c *Config) setDefaults() {
 	c.Log = Log{Level: "info", Format: "text"}
 	c.DNS.Timeout = Duration{5 * time.Second}
+	c.DNS.CheckDNSSEC = true
 	c.Limits = Limits{
 		MaxMessageSize:      50 * MiB,
 		MaxRecipients:       1000,

@@ -339,7 +339,7 @@ socket = "/run/relay/admin.sock"
 		Hostname: "relay.example.com",
 		DataDir:  "/srv/relay",
 		Log:      Log{Level: "info", Format: "text"},
-		DNS:      DNS{Resolver: "[::1]:5353", TrustAD: true, Timeout: Duration{5 * time.Second}},
+		DNS:      DNS{Resolver: "[::1]:5353", TrustAD: true, Timeout: Duration{5 * time.Second}, CheckDNSSEC: true},
 		Listeners: []Listener{
 			{Address: "127.0.0.1:2525", TLS: "none", Auth: "none", TrustedNetworks: []netip.Prefix{
 				netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128"),

@@ -33,6 +33,9 @@ type outcome struct {
 	lastAttempt time.Time
 	// notifyNeeded marks a final outcome that calls for a DSN.
 	notifyNeeded bool
+	// policy is the secpolicy.Kind of the host that decided the outcome;
+	// "" when no host was reached (for metrics).
+	policy string
 }
 
 func (o outcome) errorText() string {
@@ -90,7 +93,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		return l
 	}
 
-	route := e.routes[domain]
+	route, _ := e.route(domain)
 	hosts, port, mxSecure, fail := e.resolveHosts(ctx, domain, route)
 	if fail != nil {
 		state := queue.StateDeferred
@@ -109,6 +112,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 		return outs, attempts
 	}
 	last := &hostFailure{reason: "no mail exchanger could be tried", status: "4.4.1"}
+	lastPolicy := "" // kind of the last host policy connected with
 	onlyRequireTLS := m.RequireTLS
 	for _, host := range hosts {
 		if len(pending) == 0 || ctx.Err() != nil {
@@ -158,8 +162,9 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			}
 			att, res := e.attempt(ctx, m, host, ip, port, hp, all())
 			attempts = append(attempts, att...)
+			lastPolicy = att[len(att)-1].Policy
 			for _, r := range res.rcpt {
-				settle(outcome{state: r.state, status: r.status, remoteMTA: host, reply: r.reply, remoteDSN: r.remoteDSN}, []int{r.idx})
+				settle(outcome{state: r.state, status: r.status, remoteMTA: host, reply: r.reply, remoteDSN: r.remoteDSN, policy: lastPolicy}, []int{r.idx})
 			}
 			if res.fail == nil {
 				continue
@@ -169,7 +174,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 				onlyRequireTLS = false
 			}
 			if res.fail.permanent {
-				settle(outcome{state: queue.StateFailed, status: res.fail.status, remoteMTA: host, reply: res.fail.reply, reason: res.fail.reason}, all())
+				settle(outcome{state: queue.StateFailed, status: res.fail.status, remoteMTA: host, reply: res.fail.reply, reason: res.fail.reason, policy: lastPolicy}, all())
 			}
 		}
 	}
@@ -180,14 +185,14 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 	if onlyRequireTLS {
 		// Every host failed only for want of an authenticated path: RFC
 		// 8689 §5 bounces such a message with 5.7.30.
-		settle(outcome{state: queue.StateFailed, status: "5.7.30", reason: last.reason}, left)
+		settle(outcome{state: queue.StateFailed, status: "5.7.30", reason: last.reason, policy: lastPolicy}, left)
 		return outs, attempts
 	}
 	remote := ""
 	if last.reply != "" && len(attempts) > 0 {
 		remote = attempts[len(attempts)-1].Host
 	}
-	settle(outcome{state: queue.StateDeferred, status: tempStatus(last.status), remoteMTA: remote, reply: last.reply, reason: last.reason}, left)
+	settle(outcome{state: queue.StateDeferred, status: tempStatus(last.status), remoteMTA: remote, reply: last.reply, reason: last.reason, policy: lastPolicy}, left)
 	return outs, attempts
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaysec/relay/queue"
@@ -43,7 +44,11 @@ type Options struct {
 	// TLSStats counts TLS sessions per policy domain for TLS reporting;
 	// nil disables counting.
 	TLSStats *tlsstats.Recorder
-	Routes   []Route
+	// Routes override delivery per domain; SetRoutes replaces them.
+	Routes []Route
+	// Metrics, if set, is told about every attempt and every recipient
+	// outcome; nil means none.
+	Metrics Metrics
 
 	Workers            int // concurrent domain deliveries; default 64
 	PerHostConnections int // connections per destination IP; default 8
@@ -70,14 +75,35 @@ type Options struct {
 	Now    func() time.Time
 }
 
+// Metrics receives the events of an Engine. Its methods are called from
+// concurrent deliveries and must be cheap.
+type Metrics interface {
+	// Attempt is called for each connection attempt recorded in a
+	// message's history, after the round it belongs to is recorded.
+	Attempt(a queue.Attempt)
+	// Outcome is called once per recipient and delivery round with what
+	// the round decided (queue.StateDelivered, StateFailed or
+	// StateDeferred) and the policy kind of the host that decided it
+	// (a secpolicy.Kind such as "dane" or "opportunistic"; "" when no
+	// host was reached, as after a failed MX lookup).
+	Outcome(state queue.State, policy string)
+}
+
+// noMetrics is the Metrics of an engine without Options.Metrics.
+type noMetrics struct{}
+
+func (noMetrics) Attempt(queue.Attempt)       {}
+func (noMetrics) Outcome(queue.State, string) {}
+
 // Engine delivers queued mail.
 type Engine struct {
-	opts   Options
-	q      *queue.Queue
-	log    *slog.Logger
-	routes map[string]Route
-	pool   *connPool
-	sem    chan struct{} // bounds concurrent domain deliveries
+	opts    Options
+	q       *queue.Queue
+	log     *slog.Logger
+	metrics Metrics
+	routes  atomic.Pointer[map[string]Route] // by lower-case domain; never nil
+	pool    *connPool
+	sem     chan struct{} // bounds concurrent domain deliveries
 
 	mu       sync.Mutex
 	inflight int // leased messages not finished yet
@@ -123,19 +149,37 @@ func New(opts Options) *Engine {
 		d := &net.Dialer{Timeout: opts.ConnectTimeout}
 		opts.Dial = d.DialContext
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = noMetrics{}
+	}
 	e := &Engine{
 		opts:     opts,
 		q:        opts.Queue,
 		log:      opts.Logger,
-		routes:   map[string]Route{},
+		metrics:  opts.Metrics,
 		pool:     newConnPool(opts.PerHostConnections, opts.IdleTimeout),
 		sem:      make(chan struct{}, opts.Workers),
 		finished: make(chan struct{}, 1),
 	}
-	for _, r := range opts.Routes {
-		e.routes[strings.ToLower(strings.TrimSuffix(r.Domain, "."))] = r
-	}
+	e.SetRoutes(opts.Routes)
 	return e
+}
+
+// SetRoutes replaces the routes. Deliveries to a domain that start
+// afterwards use the new ones; those in progress finish with the route
+// they started with.
+func (e *Engine) SetRoutes(routes []Route) {
+	m := make(map[string]Route, len(routes))
+	for _, r := range routes {
+		m[strings.ToLower(strings.TrimSuffix(r.Domain, "."))] = r
+	}
+	e.routes.Store(&m)
+}
+
+// route returns the route of a lower-case domain, if there is one.
+func (e *Engine) route(domain string) (Route, bool) {
+	r, ok := (*e.routes.Load())[domain]
+	return r, ok
 }
 
 // Run schedules deliveries until ctx is cancelled, then waits for the
@@ -258,6 +302,13 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 	}
 	if _, err := e.q.Record(m.ID, upd); err != nil {
 		log.Error("record delivery outcome", "err", err)
+		return
+	}
+	for _, a := range attempts {
+		e.metrics.Attempt(a)
+	}
+	for _, o := range outcomes {
+		e.metrics.Outcome(o.state, o.policy)
 	}
 }
 

@@ -82,7 +82,7 @@ func (e *Engine) Explain(ctx context.Context, domain string, probe bool) (*Expla
 		return nil, errors.New("no domain given")
 	}
 	ex := &Explanation{Domain: domain}
-	route, hasRoute := e.routes[domain]
+	route, hasRoute := e.route(domain)
 	if hasRoute {
 		ex.Route = &route
 	}

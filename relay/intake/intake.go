@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -45,8 +47,11 @@ type Options struct {
 	// TrustedNetworks may relay without authenticating.
 	TrustedNetworks []netip.Prefix
 	// TLSConfig holds the certificate; required unless TLS is TLSNone.
+	// To change the certificate while the server runs, give a config whose
+	// GetCertificate returns the current one.
 	TLSConfig *tls.Config
-	Users     *Users
+	// Users are the AUTH accounts; SetUsers replaces them.
+	Users *Users
 
 	MaxMessageBytes     int64
 	MaxRecipients       int
@@ -57,19 +62,65 @@ type Options struct {
 	DataTimeout         time.Duration
 	// AuthFailureDelay slows down password guessing; zero means 1s.
 	AuthFailureDelay time.Duration
-	// Hold queues every accepted message on hold.
+	// Hold queues every accepted message on hold; SetHold changes it.
 	Hold bool
+	// Metrics, if set, is told about sessions, refusals and queued
+	// messages; nil means none.
+	Metrics Metrics
 
 	Logger *slog.Logger
 }
 
+// Metrics receives the events of an intake server. Its methods are called
+// from concurrent sessions and must be cheap.
+type Metrics interface {
+	// Session is called for each accepted connection that gets a session.
+	Session()
+	// Rejected is called when a connection, a command or a message is
+	// refused, with one of the Reject* reasons.
+	Rejected(reason string)
+	// Queued is called for each message stored in the queue and
+	// acknowledged, with its number of recipients and its size in bytes.
+	Queued(recipients int, size int64)
+}
+
+// Reasons given to Metrics.Rejected.
+const (
+	RejectConnectionLimit = "connection_limit" // over max_connections or max_connections_per_ip
+	RejectRelayDenied     = "relay_denied"     // RCPT from a client that may not relay
+	RejectAuthRequired    = "auth_required"    // MAIL before AUTH on an auth = "required" listener
+	RejectAuthFailed      = "auth_failed"      // wrong user name or password
+	RejectBadAddress      = "bad_address"      // a sender or recipient address that is not user@domain
+	RejectBadParameter    = "bad_parameter"    // ENVID/ORCPT too long, REQUIRETLS without TLS
+	RejectMessage         = "message_refused"  // the message was refused in DATA (too big, bad data)
+	RejectLineTooLong     = "line_too_long"    // a message line over max_line_length
+	RejectTimeout         = "timeout"          // the client stalled in DATA
+	RejectStoreFailed     = "store_failed"     // the queue could not store the message (451)
+)
+
+// noMetrics is the Metrics of a server without Options.Metrics.
+type noMetrics struct{}
+
+func (noMetrics) Session()          {}
+func (noMetrics) Rejected(string)   {}
+func (noMetrics) Queued(int, int64) {}
+
 // Server is one SMTP intake listener.
 type Server struct {
-	opts  Options
-	q     *queue.Queue
-	log   *slog.Logger
-	smtp  *smtp.Server
-	conns *connTracker
+	opts    Options
+	q       *queue.Queue
+	log     *slog.Logger
+	smtp    *smtp.Server
+	conns   *connTracker
+	metrics Metrics
+	users   atomic.Pointer[Users] // nil: nobody can log in
+	hold    atomic.Bool
+
+	// lnMu guards the listener of Serve against a Shutdown that comes
+	// before go-smtp knows the listener (it would never close it).
+	lnMu     sync.Mutex
+	ln       net.Listener
+	shutdown bool
 }
 
 // New returns an intake server that stores accepted mail in q.
@@ -88,12 +139,18 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{
-		opts:  opts,
-		q:     q,
-		log:   log.With("listener", opts.Address),
-		conns: newConnTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
+	if opts.Metrics == nil {
+		opts.Metrics = noMetrics{}
 	}
+	s := &Server{
+		opts:    opts,
+		q:       q,
+		log:     log.With("listener", opts.Address),
+		conns:   newConnTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		metrics: opts.Metrics,
+	}
+	s.users.Store(opts.Users)
+	s.hold.Store(opts.Hold)
 	srv := smtp.NewServer(s)
 	srv.Domain = opts.Hostname
 	srv.MaxMessageBytes = opts.MaxMessageBytes
@@ -112,10 +169,27 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// SetUsers replaces the AUTH accounts; sessions that authenticate from
+// then on are checked against u. Sessions already authenticated stay so.
+func (s *Server) SetUsers(u *Users) { s.users.Store(u) }
+
+// SetHold changes whether recipients accepted from then on are queued on
+// hold (see Options.Hold).
+func (s *Server) SetHold(hold bool) { s.hold.Store(hold) }
+
 // Serve accepts connections on ln until Shutdown. For an implicit-TLS
 // listener, ln is wrapped in TLS here.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = s.conns.wrap(ln, s.opts.Hostname, s.opts.TLS != TLSImplicit, s.log)
+	s.lnMu.Lock()
+	if s.shutdown {
+		s.lnMu.Unlock()
+		ln.Close()
+		return nil
+	}
+	ln = &onceCloseListener{Listener: ln}
+	s.ln = ln
+	s.lnMu.Unlock()
+	ln = s.conns.wrap(ln, s.opts.Hostname, s.opts.TLS != TLSImplicit, s.log, s.metrics)
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS
 		// state; STARTTLS is not offered on an already encrypted session.
@@ -123,7 +197,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
 	}
 	err := s.smtp.Serve(ln)
-	if errors.Is(err, smtp.ErrServerClosed) {
+	s.lnMu.Lock()
+	closed := s.shutdown
+	s.lnMu.Unlock()
+	if errors.Is(err, smtp.ErrServerClosed) || closed {
 		return nil
 	}
 	return err
@@ -134,12 +211,31 @@ func (s *Server) Serve(ln net.Listener) error {
 // (a message in DATA is stored and acknowledged); then it closes what
 // remains.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.lnMu.Lock()
+	s.shutdown = true
+	if s.ln != nil {
+		s.ln.Close() // go-smtp closes it too, if Serve got that far
+	}
+	s.lnMu.Unlock()
 	s.conns.drain()
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.smtp.Close()
 	}
 	return err
+}
+
+// onceCloseListener closes its listener once; later calls return nil, so
+// that Shutdown and go-smtp may both close it.
+type onceCloseListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceCloseListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
 }
 
 // NewSession implements smtp.Backend.
@@ -154,6 +250,7 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		trusted: s.trusted(ip),
 		log:     s.log.With("client", remote.String()),
 	}
+	s.metrics.Session()
 	return sess, nil
 }
 
@@ -272,8 +369,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		if identity != "" && identity != username {
 			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authorization identity must match the user name"}
 		}
-		if !s.srv.opts.Users.Check(username, password) {
+		if !s.srv.users.Load().Check(username, password) {
 			s.log.Warn("authentication failed", "user", username, "mechanism", mech)
+			s.srv.metrics.Rejected(RejectAuthFailed)
 			time.Sleep(s.srv.opts.AuthFailureDelay)
 			return smtp.ErrAuthFailed
 		}
@@ -294,17 +392,21 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // Mail implements smtp.Session.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.opts.Auth == AuthRequired && s.user == "" {
+		s.srv.metrics.Rejected(RejectAuthRequired)
 		return s.denial()
 	}
 	if from != "" && !validAddress(from) {
+		s.srv.metrics.Rejected(RejectBadAddress)
 		return errBadSender
 	}
 	// RFC 3461 §4.4: ENVID is at most 100 characters.
 	if len(opts.EnvelopeID) > 100 {
+		s.srv.metrics.Rejected(RejectBadParameter)
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "ENVID longer than 100 characters"}
 	}
 	if opts.RequireTLS {
 		if _, ok := s.tls(); !ok {
+			s.srv.metrics.Rejected(RejectBadParameter)
 			return errRequireTLSNeedsTLS
 		}
 	}
@@ -322,17 +424,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			s.denied = true
 			s.log.Warn("relaying denied", "rcpt", to, "trusted", s.trusted)
 		}
+		s.srv.metrics.Rejected(RejectRelayDenied)
 		return s.denial()
 	}
 	if !validAddress(to) {
+		s.srv.metrics.Rejected(RejectBadAddress)
 		return errBadRcpt
 	}
 	// RFC 3461 §4.2: ORCPT is at most 500 characters.
 	if len(opts.OriginalRecipient) > 500 {
+		s.srv.metrics.Rejected(RejectBadParameter)
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "ORCPT longer than 500 characters"}
 	}
 	r := queue.Recipient{Addr: to}
-	if s.srv.opts.Hold {
+	if s.srv.hold.Load() {
 		r.State = queue.StateHeld
 	}
 	for _, n := range opts.Notify {
@@ -373,6 +478,7 @@ func (s *session) Data(r io.Reader) error {
 	w, err := s.srv.q.Create()
 	if err != nil {
 		s.log.Error("create spool file", "err", err)
+		s.srv.metrics.Rejected(RejectStoreFailed)
 		return errStoreFailed
 	}
 	defer w.Abort()
@@ -380,6 +486,7 @@ func (s *session) Data(r io.Reader) error {
 
 	if _, err := io.WriteString(w, s.receivedHeader(w.ID())); err != nil {
 		log.Error("write spool file", "err", err)
+		s.srv.metrics.Rejected(RejectStoreFailed)
 		return errStoreFailed
 	}
 	src := &idleTimeoutReader{r: r, conn: s.conn.Conn(), timeout: s.srv.opts.DataTimeout}
@@ -388,15 +495,19 @@ func (s *session) Data(r io.Reader) error {
 		switch {
 		case errors.As(err, &smtpErr):
 			log.Warn("message refused", "reason", smtpErr.Message)
+			s.srv.metrics.Rejected(RejectMessage)
 			return smtpErr
 		case errors.Is(err, smtp.ErrTooLongLine):
 			log.Warn("message refused: line too long")
+			s.srv.metrics.Rejected(RejectLineTooLong)
 			return errLineTooLong
 		case isTimeout(err):
 			log.Warn("timeout in DATA")
+			s.srv.metrics.Rejected(RejectTimeout)
 			return errDataTimeout
 		case errors.Is(err, errSpoolWrite):
 			log.Error("spool write failed", "err", err)
+			s.srv.metrics.Rejected(RejectStoreFailed)
 			return errStoreFailed
 		}
 		log.Warn("DATA aborted", "err", err)
@@ -419,9 +530,11 @@ func (s *session) Data(r io.Reader) error {
 	defer cancel()
 	if err := w.Commit(ctx, m); err != nil {
 		log.Error("commit message", "err", err)
+		s.srv.metrics.Rejected(RejectStoreFailed)
 		return errStoreFailed
 	}
 	log.Info("queued", "from", m.From, "rcpts", len(m.Recipients), "size", m.Size)
+	s.srv.metrics.Queued(len(m.Recipients), m.Size)
 	s.reset()
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + m.ID}
 }

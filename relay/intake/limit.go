@@ -73,8 +73,8 @@ func (l *connTracker) drain() {
 	}
 }
 
-func (l *connTracker) wrap(ln net.Listener, hostname string, greet bool, log *slog.Logger) net.Listener {
-	return &limitListener{Listener: ln, l: l, hostname: hostname, greet: greet, log: log}
+func (l *connTracker) wrap(ln net.Listener, hostname string, greet bool, log *slog.Logger, m Metrics) net.Listener {
+	return &limitListener{Listener: ln, l: l, hostname: hostname, greet: greet, log: log, metrics: m}
 }
 
 type limitListener struct {
@@ -83,6 +83,7 @@ type limitListener struct {
 	hostname string
 	greet    bool // send a plaintext 421; not on implicit-TLS listeners
 	log      *slog.Logger
+	metrics  Metrics
 }
 
 func (ll *limitListener) Accept() (net.Conn, error) {
@@ -94,6 +95,7 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 		tc := &trackedConn{Conn: c, ip: addrIP(c.RemoteAddr()), l: ll.l}
 		if reason := ll.l.add(tc); reason != "" {
 			ll.log.Warn("connection refused", "client", c.RemoteAddr().String(), "reason", reason)
+			ll.metrics.Rejected(RejectConnectionLimit)
 			go ll.refuse(c, reason)
 			continue
 		}

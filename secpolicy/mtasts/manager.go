@@ -58,7 +58,25 @@ type ManagerOptions struct {
 	// changed TXT id ignore it. 0 means DefaultFetchBackoff (5 minutes); a
 	// negative value disables it.
 	FetchBackoff time.Duration
+	// Observer, if set, is told about every policy fetch and every use of
+	// a cached policy (metrics count with it); nil means none.
+	Observer Observer
 }
+
+// Observer receives the events of a Manager. Its methods are called from
+// concurrent deliveries and must be cheap.
+type Observer interface {
+	// Fetch is called after each policy fetch (by Get, Recheck or the
+	// refresh loop) with FetchOK or the failure's RFC 8460 result type
+	// (KindFetchError, KindPolicyInvalid, KindWebPKIInvalid).
+	Fetch(outcome string)
+	// CacheHit is called when Get or Recheck uses a cached policy without
+	// fetching it.
+	CacheHit()
+}
+
+// FetchOK is the outcome reported to Observer.Fetch for a fetched policy.
+const FetchOK = "ok"
 
 // Result is the MTA-STS policy that applies to a domain now.
 type Result struct {
@@ -97,6 +115,7 @@ type Manager struct {
 	refreshBefore time.Duration
 	pruneAfter    time.Duration
 	fetchBackoff  time.Duration
+	observer      Observer // nil: none
 	flight        flight[Result]
 
 	mu       sync.Mutex
@@ -129,6 +148,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		refreshBefore: opts.RefreshBefore,
 		pruneAfter:    opts.PruneAfter,
 		fetchBackoff:  opts.FetchBackoff,
+		observer:      opts.Observer,
 		failures:      make(map[string]fetchFailure),
 	}
 	if m.now == nil {
@@ -269,6 +289,7 @@ func (m *Manager) fetch(ctx context.Context, d, id string, force bool) (*Policy,
 		}
 	}
 	p, err := m.fetcher.Fetch(ctx, d)
+	m.observeFetch(err)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -282,8 +303,27 @@ func (m *Manager) fetch(ctx context.Context, d, id string, force bool) (*Policy,
 	return p, nil
 }
 
+// observeFetch reports a fetch's outcome to the Observer.
+func (m *Manager) observeFetch(err error) {
+	if m.observer == nil {
+		return
+	}
+	outcome := FetchOK
+	if err != nil {
+		outcome = KindFetchError
+		var fe *FetchError
+		if errors.As(err, &fe) {
+			outcome = fe.Kind
+		}
+	}
+	m.observer.Fetch(outcome)
+}
+
 // useCached returns the Result for a cached entry and records its use.
 func (m *Manager) useCached(d string, e CacheEntry, now time.Time) Result {
+	if m.observer != nil {
+		m.observer.CacheHit()
+	}
 	if now.Sub(e.LastUsed) >= lastUsedGranularity {
 		if err := m.cache.touch(d, e.ID, now); err != nil {
 			m.log.Warn("MTA-STS: could not record policy use", "domain", d, "error", err)
@@ -395,6 +435,7 @@ func (m *Manager) refresh(ctx context.Context, d string, old CacheEntry) {
 		return
 	}
 	p, err := m.fetcher.Fetch(ctx, d)
+	m.observeFetch(err)
 	if err != nil {
 		m.log.Warn("MTA-STS: refresh: fetch failed; cached policy kept", "domain", d, "id", id, "error", err, "expires", old.Expires)
 		return
