@@ -243,7 +243,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports, TLSStats: stats,
-			Reload: reload.Reload}),
+			ReportServed: servedFunc(served), Reload: reload.Reload}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	wg.Go(func() {
@@ -342,7 +342,11 @@ func openMTASTS(cfg *config.Config, resolver *secpolicy.Resolver, opts Options, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("MTA-STS policy cache: %w", err)
 	}
-	fetcher := mtasts.NewFetcher(mtasts.FetcherOptions{RootCAs: opts.RootCAs, DialContext: opts.HTTPSDial,
+	dial := opts.HTTPSDial
+	if dial == nil {
+		dial = dialThrough(resolver)
+	}
+	fetcher := mtasts.NewFetcher(mtasts.FetcherOptions{RootCAs: opts.RootCAs, DialContext: dial,
 		UserAgent: "relay/" + opts.Version})
 	m, err := mtasts.NewManager(mtasts.ManagerOptions{Resolver: resolver, Fetcher: fetcher, Cache: cache, Logger: log, Observer: observer})
 	if err != nil {
@@ -350,6 +354,35 @@ func openMTASTS(cfg *config.Config, resolver *secpolicy.Resolver, opts Options, 
 		return nil, nil, fmt.Errorf("MTA-STS: %w", err)
 	}
 	return m, func() { cache.Close() }, nil
+}
+
+// dialThrough dials "host:port" with host resolved by the relay's own
+// resolver, so that policy hosts are found through the same DNS as
+// everything else the relay looks up.
+func dialThrough(resolver *secpolicy.Resolver) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ha, err := resolver.LookupHost(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		if len(ha.Addrs) == 0 {
+			return nil, fmt.Errorf("%s has no address", host)
+		}
+		var d net.Dialer
+		var lastErr error
+		for _, ip := range ha.Addrs {
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			lastErr = err
+		}
+		return nil, lastErr
+	}
 }
 
 func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Resolver, sts *mtasts.Manager, opts Options, log *slog.Logger) deliver.Options {

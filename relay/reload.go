@@ -365,3 +365,11 @@ func joinOrNone(keys []string) string {
 	}
 	return strings.Join(keys, ", ")
 }
+
+// servedFunc is s.contains, or nil when there is no set (no [inbound]).
+func servedFunc(s *servedSet) func(string) bool {
+	if s == nil {
+		return nil
+	}
+	return s.contains
+}

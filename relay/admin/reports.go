@@ -398,6 +398,7 @@ func (s *server) reportImport(w http.ResponseWriter, r *http.Request) {
 			Received: now,
 			Source:   tlsrpt.SourceImport,
 			Sender:   name,
+			Served:   s.opts.ReportServed,
 		})
 		if err != nil {
 			s.reportFail(w, r, err)

@@ -34,6 +34,9 @@ type Options struct {
 	// Reports is the TLS report store served under /v1/reports; nil
 	// (no [inbound]) makes those endpoints answer 404.
 	Reports *tlsrpt.Store
+	// ReportServed tells imported reports about served policy domains
+	// from foreign ones (checklist RPT06); nil counts every domain served.
+	ReportServed func(domain string) bool
 	// Reload serves POST /v1/reload; nil makes it answer 404.
 	Reload ReloadFunc
 }
