@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/relaysec/relay/internal/smtpconn"
+
 	"github.com/relaysec/relay/inbound/tlsrpt"
 )
 
@@ -124,7 +126,7 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	smtp  *smtp.Server
-	conns *connTracker
+	conns *smtpconn.Tracker
 	rcpts map[string]bool // lower-case report addresses
 	sem   chan struct{}   // bounds messages processed at once
 
@@ -181,7 +183,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:  opts,
 		log:   log.With("listener", opts.Address),
-		conns: newConnTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		conns: smtpconn.NewTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
 		rcpts: rcpts,
 		sem:   make(chan struct{}, opts.MaxConcurrent),
 	}
@@ -206,7 +208,7 @@ func normalizeAddr(a string) string {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = &limitListener{Listener: ln, l: s.conns, hostname: s.opts.Hostname, log: s.log}
+	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: true, Log: s.log.With("component", "reportmail")})
 	err := s.smtp.Serve(ln)
 	if err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 		return fmt.Errorf("report mailbox %s: %w", s.opts.Address, err)
@@ -218,7 +220,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // reply, and waits until ctx ends for transactions in progress to finish
 // (a message in DATA is stored and answered); then it closes what remains.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.conns.drain()
+	s.conns.Drain()
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.smtp.Close()
@@ -246,7 +248,7 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return &session{
 		srv:     s,
 		conn:    c,
-		tracked: s.conns.lookup(remote),
+		tracked: s.conns.Lookup(remote),
 		log:     s.log.With("client", remote.String()),
 	}, nil
 }
@@ -285,7 +287,7 @@ func errNoMailbox(rcpt string) *smtp.SMTPError {
 type session struct {
 	srv     *Server
 	conn    *smtp.Conn
-	tracked *trackedConn // nil only when the listener is bypassed
+	tracked *smtpconn.Conn // nil only when the listener is bypassed
 	log     *slog.Logger
 
 	from    *string
@@ -325,7 +327,7 @@ func (s *session) Data(r io.Reader) error {
 	if s.from == nil || len(s.rcpts) == 0 {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
 	}
-	src := &idleTimeoutReader{r: r, conn: s.conn.Conn(), timeout: s.srv.opts.DataTimeout}
+	src := &smtpconn.IdleTimeoutReader{R: r, Conn: s.conn.Conn(), Timeout: s.srv.opts.DataTimeout}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(src); err != nil {
 		var smtpErr *smtp.SMTPError
@@ -336,7 +338,7 @@ func (s *session) Data(r io.Reader) error {
 		case errors.Is(err, smtp.ErrTooLongLine):
 			s.log.Warn("reportmail: message refused: line too long")
 			return errLineTooLong
-		case isTimeout(err):
+		case smtpconn.IsTimeout(err):
 			s.log.Warn("reportmail: timeout in DATA")
 			return errDataTimeout
 		}
@@ -476,29 +478,9 @@ func truncateSender(s string) string {
 	return strings.ToValidUTF8(s[:max], "") + "…"
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// idleTimeoutReader extends the connection's read deadline before each
-// read, so DATA may take long as long as bytes keep arriving.
-type idleTimeoutReader struct {
-	r       io.Reader
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (t *idleTimeoutReader) Read(p []byte) (int, error) {
-	if t.timeout > 0 {
-		t.conn.SetReadDeadline(time.Now().Add(t.timeout))
-	}
-	return t.r.Read(p)
-}
-
 func (s *session) setBusy(b bool) {
 	if s.tracked != nil {
-		s.tracked.busy.Store(b)
+		s.tracked.SetBusy(b)
 	}
 }
 

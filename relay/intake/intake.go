@@ -20,6 +20,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/relaysec/relay/internal/smtpconn"
 
 	"github.com/relaysec/relay/queue"
 )
@@ -111,7 +112,7 @@ type Server struct {
 	q       *queue.Queue
 	log     *slog.Logger
 	smtp    *smtp.Server
-	conns   *connTracker
+	conns   *smtpconn.Tracker
 	metrics Metrics
 	users   atomic.Pointer[Users] // nil: nobody can log in
 	hold    atomic.Bool
@@ -146,7 +147,7 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 		opts:    opts,
 		q:       q,
 		log:     log.With("listener", opts.Address),
-		conns:   newConnTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		conns:   smtpconn.NewTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
 		metrics: opts.Metrics,
 	}
 	s.users.Store(opts.Users)
@@ -189,7 +190,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	ln = &onceCloseListener{Listener: ln}
 	s.ln = ln
 	s.lnMu.Unlock()
-	ln = s.conns.wrap(ln, s.opts.Hostname, s.opts.TLS != TLSImplicit, s.log, s.metrics)
+	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: s.opts.TLS != TLSImplicit, Log: s.log,
+		OnRefuse: func() { s.metrics.Rejected(RejectConnectionLimit) }})
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS
 		// state; STARTTLS is not offered on an already encrypted session.
@@ -217,7 +219,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.ln.Close() // go-smtp closes it too, if Serve got that far
 	}
 	s.lnMu.Unlock()
-	s.conns.drain()
+	s.conns.Drain()
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.smtp.Close()
@@ -241,11 +243,11 @@ func (l *onceCloseListener) Close() error {
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	remote := c.Conn().RemoteAddr()
-	ip := addrIP(remote)
+	ip := smtpconn.AddrIP(remote)
 	sess := &session{
 		srv:     s,
 		conn:    c,
-		tracked: s.conns.lookup(remote),
+		tracked: s.conns.Lookup(remote),
 		ip:      ip,
 		trusted: s.trusted(ip),
 		log:     s.log.With("client", remote.String()),
@@ -265,18 +267,6 @@ func (s *Server) trusted(ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-func addrIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // slogPrinter adapts slog to go-smtp's Logger.
@@ -314,7 +304,7 @@ var (
 type session struct {
 	srv     *Server
 	conn    *smtp.Conn
-	tracked *trackedConn // nil only in tests that bypass the listener
+	tracked *smtpconn.Conn // nil only in tests that bypass the listener
 	ip      netip.Addr
 	trusted bool
 	user    string // authenticated user name
@@ -489,7 +479,7 @@ func (s *session) Data(r io.Reader) error {
 		s.srv.metrics.Rejected(RejectStoreFailed)
 		return errStoreFailed
 	}
-	src := &idleTimeoutReader{r: r, conn: s.conn.Conn(), timeout: s.srv.opts.DataTimeout}
+	src := &smtpconn.IdleTimeoutReader{R: r, Conn: s.conn.Conn(), Timeout: s.srv.opts.DataTimeout}
 	if _, err := copyBody(w, src); err != nil {
 		var smtpErr *smtp.SMTPError
 		switch {
@@ -501,7 +491,7 @@ func (s *session) Data(r io.Reader) error {
 			log.Warn("message refused: line too long")
 			s.srv.metrics.Rejected(RejectLineTooLong)
 			return errLineTooLong
-		case isTimeout(err):
+		case smtpconn.IsTimeout(err):
 			log.Warn("timeout in DATA")
 			s.srv.metrics.Rejected(RejectTimeout)
 			return errDataTimeout
@@ -564,26 +554,6 @@ func copyBody(w io.Writer, r io.Reader) (int64, error) {
 	}
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// idleTimeoutReader extends the connection's read deadline before each
-// read, so DATA may take long as long as bytes keep arriving.
-type idleTimeoutReader struct {
-	r       io.Reader
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (t *idleTimeoutReader) Read(p []byte) (int, error) {
-	if t.timeout > 0 {
-		t.conn.SetReadDeadline(time.Now().Add(t.timeout))
-	}
-	return t.r.Read(p)
-}
-
 // receivedHeader builds the trace header (RFC 5321 §4.4) with the
 // protocol keyword of RFC 3848 and RFC 6531.
 func (s *session) receivedHeader(id string) string {
@@ -636,7 +606,7 @@ func sanitize(s string) string {
 
 func (s *session) setBusy(b bool) {
 	if s.tracked != nil {
-		s.tracked.busy.Store(b)
+		s.tracked.SetBusy(b)
 	}
 }
 
