@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/deliver"
+	"github.com/relaysec/relay/relay/tlsstats"
 )
 
 func newPolicyCmd(a *app) *cobra.Command {
@@ -26,20 +29,11 @@ With --probe, also connect to each host, run STARTTLS with that policy's
 certificate verification and quit without sending mail.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ex, err := c.PolicyLookup(cmd.Context(), args[0], probe)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(ex)
-			}
-			a.printExplanation(ex)
-			return nil
+			return fetchAndPrint(a, cmd.Context(),
+				func(ctx context.Context, c *admin.Client) (*deliver.Explanation, error) {
+					return c.PolicyLookup(ctx, args[0], probe)
+				},
+				func(ex *deliver.Explanation) error { a.printExplanation(ex); return nil })
 		},
 	}
 	lookup.Flags().BoolVar(&probe, "probe", false, "connect to each host and verify its certificate (no mail is sent)")
@@ -54,32 +48,9 @@ func newPolicyCacheCmd(a *app) *cobra.Command {
 		Short: "List the cached MTA-STS policies",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			entries, err := c.PolicyCache(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(entries)
-			}
-			if len(entries) == 0 {
-				fmt.Fprintln(a.stdout, "No MTA-STS policies cached.")
-				return nil
-			}
-			tw := a.table()
-			fmt.Fprintln(tw, "DOMAIN\tMODE\tID\tMX\tMAX AGE\tEXPIRES\tLAST USED")
-			for _, e := range entries {
-				expires := fmtTime(e.Expires)
-				if e.Expired {
-					expires += " (expired)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", e.Domain, e.Mode, e.ID, strings.Join(e.MX, " "), e.MaxAge, expires, fmtTime(e.LastUsed))
-			}
-			return tw.Flush()
+			return fetchAndPrint(a, cmd.Context(),
+				func(ctx context.Context, c *admin.Client) ([]admin.CachedPolicy, error) { return c.PolicyCache(ctx) },
+				a.printPolicyCache)
 		},
 	}
 	flush := &cobra.Command{
@@ -203,35 +174,48 @@ the failures by RFC 8460 result type and MX host: the figures a TLS-RPT report
 about that domain would carry.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			counts, err := c.TLSStats(cmd.Context(), since, domain)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(counts)
-			}
-			if len(counts) == 0 {
-				fmt.Fprintln(a.stdout, "No TLS sessions counted in that period.")
-				return nil
-			}
-			tw := a.table()
-			fmt.Fprintln(tw, "DAY\tPOLICY DOMAIN\tPOLICY\tSUCCESSES\tFAILURES\tFAILURE DETAILS")
-			for _, c := range counts {
-				var details []string
-				for _, f := range c.Failures {
-					details = append(details, fmt.Sprintf("%s %s [%s] ×%d", f.ResultType, orDash(f.ReceivingMX), orDash(f.ReceivingIP), f.Count))
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", c.Day, c.PolicyDomain, c.PolicyType, c.Success, c.Failure, strings.Join(details, "; "))
-			}
-			return tw.Flush()
+			return fetchAndPrint(a, cmd.Context(),
+				func(ctx context.Context, c *admin.Client) ([]tlsstats.Counts, error) {
+					return c.TLSStats(ctx, since, domain)
+				},
+				a.printTLSStats)
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "first day, YYYY-MM-DD (default: a week ago)")
 	cmd.Flags().StringVar(&domain, "domain", "", "only this policy domain")
 	return cmd
+}
+
+func (a *app) printPolicyCache(entries []admin.CachedPolicy) error {
+	if len(entries) == 0 {
+		fmt.Fprintln(a.stdout, "No MTA-STS policies cached.")
+		return nil
+	}
+	tw := a.table()
+	fmt.Fprintln(tw, "DOMAIN\tMODE\tID\tMX\tMAX AGE\tEXPIRES\tLAST USED")
+	for _, e := range entries {
+		expires := fmtTime(e.Expires)
+		if e.Expired {
+			expires += " (expired)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%ds\t%s\t%s\n", e.Domain, e.Mode, e.ID, strings.Join(e.MX, " "), e.MaxAge, expires, fmtTime(e.LastUsed))
+	}
+	return tw.Flush()
+}
+
+func (a *app) printTLSStats(counts []tlsstats.Counts) error {
+	if len(counts) == 0 {
+		fmt.Fprintln(a.stdout, "No TLS sessions counted in that period.")
+		return nil
+	}
+	tw := a.table()
+	fmt.Fprintln(tw, "DAY\tPOLICY DOMAIN\tPOLICY\tSUCCESSES\tFAILURES\tFAILURE DETAILS")
+	for _, c := range counts {
+		var details []string
+		for _, f := range c.Failures {
+			details = append(details, fmt.Sprintf("%s %s [%s] ×%d", f.ResultType, orDash(f.ReceivingMX), orDash(f.ReceivingIP), f.Count))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", c.Day, c.PolicyDomain, c.PolicyType, c.Success, c.Failure, strings.Join(details, "; "))
+	}
+	return tw.Flush()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -40,19 +41,9 @@ func newQueueInspectCmd(a *app) *cobra.Command {
 		Short: "Summarize the queue: counts by state and destination, oldest message, next retry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Stats(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(st)
-			}
-			return a.printStats(st, time.Now())
+			return fetchAndPrint(a, cmd.Context(),
+				func(ctx context.Context, c *admin.Client) (*queue.Stats, error) { return c.Stats(ctx) },
+				func(st *queue.Stats) error { return a.printStats(st, time.Now()) })
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -159,4 +160,23 @@ func (a *app) printJSON(v any) error {
 // table returns a tabwriter for aligned columns on stdout; call Flush.
 func (a *app) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+}
+
+// fetchAndPrint runs the usual shape of a read command: it calls fetch
+// with a client for the daemon, then prints the answer as JSON (--json)
+// or with print.
+func fetchAndPrint[T any](a *app, ctx context.Context, fetch func(context.Context, *admin.Client) (T, error), print func(T) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	v, err := fetch(ctx, c)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		return a.printJSON(v)
+	}
+	return print(v)
 }
