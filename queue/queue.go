@@ -28,6 +28,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // ErrNotFound is returned for a message ID the queue does not hold.
@@ -78,7 +79,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 	dbPath := filepath.Join(dir, "queue.db")
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: locked by another process (is the relay already running?)", dbPath)
 		}
 		return nil, fmt.Errorf("open %s: %w", dbPath, err)
@@ -155,7 +156,7 @@ func (q *Queue) recover() error {
 		if err != nil {
 			return err
 		}
-		if err := tx.DeleteBucket(bucketSchedule); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		if err := tx.DeleteBucket(bucketSchedule); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 			return err
 		}
 		sched, err := tx.CreateBucket(bucketSchedule)

@@ -71,7 +71,7 @@ func Mbox(r io.Reader, maxMessage int64) iter.Seq2[[]byte, error] {
 					n++
 					if !complete { // skip the rest of a long separator line
 						for errors.Is(err, bufio.ErrBufferFull) {
-							frag, err = br.ReadSlice('\n')
+							_, err = br.ReadSlice('\n')
 						}
 						complete = true
 					}
