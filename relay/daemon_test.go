@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,20 +22,14 @@ import (
 	"github.com/relaysec/relay/relay/tlsstats"
 )
 
-// startDaemon runs the daemon in-process on a free port and returns the
-// SMTP address, the config and a stop function that waits for Run.
+// startDaemon runs a daemon whose mail to dest.example and other.example
+// stays queued (deferred): every attempt is refused at once.
 func startDaemon(t *testing.T) (string, *config.Config, func() error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dir := t.TempDir()
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+	addr := freeAddr(t)
+	d := runDaemon(t, fmt.Sprintf(`
 hostname = "relay.test"
-data_dir = %q
+data_dir = "DATA_DIR"
 [dns]
 resolver = "127.0.0.1:9"   # nothing answers: no test query leaves the machine
 [[listener]]
@@ -44,39 +37,31 @@ address = %q
 trusted_networks = ["127.0.0.0/8"]
 [delivery]
 first_retry = "1h"
-# Every attempt is refused at once, so the mail stays queued (deferred).
 [[route]]
 domain = "dest.example"
 next_hop = "127.0.0.1:1"
 [[route]]
 domain = "other.example"
 next_hop = "127.0.0.1:1"
-`, dir, addr)), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Version: "test", Ready: func() { close(ready) }}) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("daemon exited: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("daemon did not become ready")
-	}
-	stopped := false
-	stop := func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		return <-done
-	}
-	t.Cleanup(func() { stop() })
-	return addr, cfg, stop
+`, addr), Options{SkipDNSSECCheck: true})
+	return addr, d.cfg, d.stop
+}
+
+// startDeliveringDaemon runs a daemon that resolves through dnsAddr and
+// delivers to MX hosts on mxPort.
+func startDeliveringDaemon(t *testing.T, dnsAddr string, mxPort int) (string, *config.Config) {
+	t.Helper()
+	addr := freeAddr(t)
+	d := runDaemon(t, fmt.Sprintf(`
+hostname = "relay.test"
+data_dir = "DATA_DIR"
+[dns]
+resolver = %q
+[[listener]]
+address = %q
+trusted_networks = ["127.0.0.0/8"]
+`, dnsAddr, addr), Options{SkipDNSSECCheck: true, MXPort: mxPort})
+	return addr, d.cfg
 }
 
 func sendMail(t *testing.T, addr, from, to, body string) string {
@@ -199,32 +184,7 @@ func TestDaemonDeliversEndToEnd(t *testing.T) {
 	cert := ca.Issue("mx.dest.test")
 	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.21:0", TLSCert: &cert})
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-hostname = "relay.test"
-data_dir = %q
-[dns]
-resolver = %q
-[[listener]]
-address = %q
-trusted_networks = ["127.0.0.0/8"]
-`, t.TempDir(), dnsSrv.Addr(), addr)), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() {
-		done <- Run(ctx, cfg, Options{Version: "test", MXPort: rcv.Port(), Ready: func() { close(ready) }})
-	}()
-	defer func() { cancel(); <-done }()
-	<-ready
+	addr, cfg := startDeliveringDaemon(t, dnsSrv.Addr(), rcv.Port())
 
 	body := "From: alice@example.org\r\nDKIM-Signature: v=1; a=rsa-sha256; b=xyz\r\nSubject: end to end\r\n\r\n.dot line\r\n8bit: \xc3\xa9\r\n"
 	sendMail(t, addr, "alice@example.org", "bob@dest.test", body)
@@ -245,6 +205,7 @@ trusted_networks = ["127.0.0.0/8"]
 	ac := admin.NewClient(cfg.AdminSocketPath())
 	defer ac.Close()
 	var stats []tlsstats.Counts
+	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for len(stats) == 0 && time.Now().Before(deadline) {
 		if stats, err = ac.TLSStats(context.Background(), "", "dest.test"); err != nil {
@@ -276,32 +237,7 @@ func TestPolicyLookupExplainsDANE(t *testing.T) {
 	dnsSrv := testnet.StartDNS(t, zone)
 	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.22:0", TLSCert: &cert})
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-hostname = "relay.test"
-data_dir = %q
-[dns]
-resolver = %q
-[[listener]]
-address = %q
-trusted_networks = ["127.0.0.0/8"]
-`, t.TempDir(), dnsSrv.Addr(), addr)), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() {
-		done <- Run(ctx, cfg, Options{Version: "test", MXPort: rcv.Port(), Ready: func() { close(ready) }})
-	}()
-	defer func() { cancel(); <-done }()
-	<-ready
+	_, cfg := startDeliveringDaemon(t, dnsSrv.Addr(), rcv.Port())
 
 	c := admin.NewClient(cfg.AdminSocketPath())
 	defer c.Close()

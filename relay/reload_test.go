@@ -261,10 +261,31 @@ trusted_networks = ["127.0.0.0/8"]
 // TestReloadWithoutConfigFile: a daemon on the embedded default has no
 // file to read again, and says so.
 func TestReloadWithoutConfigFile(t *testing.T) {
-	_, cfg, _ := startDaemon(t)
+	cfg, err := config.Parse(fmt.Appendf(nil, `
+data_dir = %q
+[dns]
+resolver = "127.0.0.1:9"
+[[listener]]
+address = %q
+trusted_networks = ["127.0.0.0/8"]
+`, t.TempDir(), freeAddr(t)), "embedded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, Options{SkipDNSSECCheck: true, Ready: func() { close(ready) }}) // no ConfigPath
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("daemon exited: %v", err)
+	}
 	c := admin.NewClient(cfg.AdminSocketPath())
 	defer c.Close()
-	_, err := c.Reload(context.Background())
+	_, err = c.Reload(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "without a configuration file") {
 		t.Errorf("reload without a file: %v", err)
 	}
