@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -293,6 +294,10 @@ var (
 		Message: "Message has a line longer than this relay accepts"}
 	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Could not store the message, try again later"}
+	// RFC 3463 §3.4 (X.3.1 "mail system full") with RFC 5321's 452
+	// "insufficient system storage".
+	errStoreFull = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage, try again later"}
 	errDataTimeout = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 		Message: "Timeout while receiving the message"}
 	errRequireTLSNeedsTLS = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 10},
@@ -469,7 +474,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		s.log.Error("create spool file", "err", err)
 		s.srv.metrics.Rejected(RejectStoreFailed)
-		return errStoreFailed
+		return storeError(err)
 	}
 	defer w.Abort()
 	log := s.log.With("queue_id", w.ID())
@@ -477,7 +482,7 @@ func (s *session) Data(r io.Reader) error {
 	if _, err := io.WriteString(w, s.receivedHeader(w.ID())); err != nil {
 		log.Error("write spool file", "err", err)
 		s.srv.metrics.Rejected(RejectStoreFailed)
-		return errStoreFailed
+		return storeError(err)
 	}
 	src := &smtpconn.IdleTimeoutReader{R: r, Conn: s.conn.Conn(), Timeout: s.srv.opts.DataTimeout}
 	if _, err := copyBody(w, src); err != nil {
@@ -498,7 +503,7 @@ func (s *session) Data(r io.Reader) error {
 		case errors.Is(err, errSpoolWrite):
 			log.Error("spool write failed", "err", err)
 			s.srv.metrics.Rejected(RejectStoreFailed)
-			return errStoreFailed
+			return storeError(err)
 		}
 		log.Warn("DATA aborted", "err", err)
 		return err
@@ -521,7 +526,7 @@ func (s *session) Data(r io.Reader) error {
 	if err := w.Commit(ctx, m); err != nil {
 		log.Error("commit message", "err", err)
 		s.srv.metrics.Rejected(RejectStoreFailed)
-		return errStoreFailed
+		return storeError(err)
 	}
 	log.Info("queued", "from", m.From, "rcpts", len(m.Recipients), "size", m.Size)
 	s.srv.metrics.Queued(len(m.Recipients), m.Size)
@@ -530,6 +535,15 @@ func (s *session) Data(r io.Reader) error {
 }
 
 var errSpoolWrite = errors.New("spool write")
+
+// storeError is the reply for a queue that could not store a message:
+// 452 4.3.1 when the disk is full (ENOSPC, EDQUOT), 451 4.3.0 otherwise.
+func storeError(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return errStoreFull
+	}
+	return errStoreFailed
+}
 
 // copyBody copies the message into the spool, telling reader errors
 // (client side) from writer errors (our disk).
