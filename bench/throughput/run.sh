@@ -26,6 +26,7 @@
 # processes (for the relay also VmHWM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. interop/postfix.sh # postfix_services
 ROOT=$(pwd)
 NET=${BENCH_NET:-127.78.0}
 SIZES=${BENCH_SIZES:-"1024 102400"}
@@ -162,30 +163,10 @@ smtpd_tls_session_cache_database =
 biff = no
 append_dot_mydomain = no
 EOF
-cat >"$pf/master.cf" <<EOF
-$NET.5:2525 inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+{
+  echo "$NET.5:2525 inet n - n - - smtpd"
+  postfix_services
+} >"$pf/master.cf"
 mkdir -p "$pf/queue"
 in_ns postfix -c "$pf" check >/dev/null 2>"$pf/check.log" || { cat "$pf/check.log" >&2; die "postfix check failed"; }
 in_ns postfix -c "$pf" start >/dev/null 2>"$pf/start.log" || { cat "$pf/start.log" >&2; die "postfix start failed"; }
