@@ -271,7 +271,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	var metricsSrv *http.Server
 	if metricsLn != nil {
-		metricsSrv = metricsServer(mx)
+		metricsSrv = metricsServer(mx, cfg.Metrics.Pprof)
 		wg.Go(func() { serveMetrics(metricsSrv, metricsLn, errc) })
 		log.Info("Prometheus metrics listening", "address", metricsLn.Addr().String(), "path", "/metrics")
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -159,10 +160,18 @@ func listenMetrics(cfg *config.Config) (net.Listener, error) {
 	return ln, nil
 }
 
-// metricsServer returns the HTTP server of /metrics.
-func metricsServer(m *metrics.Metrics) *http.Server {
+// metricsServer returns the HTTP server of /metrics and, with withPprof,
+// of Go's profiles under /debug/pprof/.
+func metricsServer(m *metrics.Metrics, withPprof bool) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "relay: Prometheus metrics are at /metrics")

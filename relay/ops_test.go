@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/relaysec/relay/internal/testnet"
 	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/config"
+	"github.com/relaysec/relay/relay/metrics"
 	"github.com/relaysec/relay/secpolicy"
 )
 
@@ -379,6 +381,22 @@ func TestDNSSECSelfCheckVerdicts(t *testing.T) {
 		logDNSSECCheck(slog.New(slog.NewTextHandler(&buf, nil)), secpolicy.ValidationCheck{Result: tt.v, Detail: "x"}, "127.0.0.1:53", tt.trusted, true)
 		if out := buf.String(); !strings.Contains(out, tt.want) || !strings.Contains(out, "level="+tt.level) {
 			t.Errorf("%v (trusted %v): %s", tt.v, tt.trusted, out)
+		}
+	}
+}
+
+// The profiles are served only when [metrics] pprof is on.
+func TestMetricsServerPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		srv := metricsServer(metrics.New(metrics.Options{}), enabled)
+		rec := httptest.NewRecorder()
+		srv.Handler.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+		want := http.StatusNotFound
+		if enabled {
+			want = http.StatusOK
+		}
+		if rec.Code != want {
+			t.Errorf("pprof=%v: GET /debug/pprof/ = %d, want %d", enabled, rec.Code, want)
 		}
 	}
 }

@@ -291,6 +291,9 @@ type Admin struct {
 type Metrics struct {
 	// Address is the host:port of the metrics listener; empty disables it.
 	Address string `toml:"address"`
+	// Pprof also serves Go's runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on the metrics listener, for profiling the daemon.
+	Pprof bool `toml:"pprof"`
 }
 
 // defaulter is implemented by the tables that have defaults. The decoder
