@@ -1,11 +1,18 @@
 // Package queue is the relay's durable message queue.
 //
 // Message bodies live as files in a spool directory; envelopes,
-// per-recipient state and the retry schedule live in a bbolt database. A
-// message is durable (and may be acknowledged with 250) once its body file,
-// the spool directory entry and its database record are all fsynced;
-// concurrent writers share fsyncs of the directory and of the database
-// (group commit through bbolt's Batch).
+// per-recipient state, the retry schedule and running counters live in a
+// bbolt database. A body is written to the incoming directory; the message
+// is durable (and may be acknowledged with 250) once the body file, its
+// directory entry and its database record are all fsynced. Concurrent
+// writers share fsyncs of the directory and of the database (group commit
+// through bbolt's Batch). After the commit the body is renamed into the
+// spool directory, so that recovery after a crash looks only at the few
+// files left in incoming, never at the whole queue.
+//
+// Nothing the queue keeps in memory grows with the number of messages it
+// holds: leases are bounded by what is in flight, and the statistics come
+// from counters kept in the same transactions as the records.
 //
 // The queue knows nothing about SMTP or DNS: the delivery engine leases due
 // recipients, delivers them, and records the outcome.
@@ -36,7 +43,9 @@ var ErrNotFound = errors.New("message not found")
 
 var (
 	bucketMessages = []byte("messages")
-	bucketSchedule = []byte("schedule")
+	bucketSchedule = []byte("schedule") // due time + ID -> nil, pending messages only
+	bucketCounts   = []byte("counts")   // counter name -> int64, see account
+	bucketRemoved  = []byte("removed")  // ID -> nil: record gone, body file maybe not yet
 )
 
 // Options tune a queue. The zero value is usable.
@@ -53,12 +62,18 @@ type Options struct {
 // Queue is a durable message queue rooted at one directory. It is safe for
 // concurrent use.
 type Queue struct {
-	dir      string
-	spoolDir string
-	db       *bolt.DB
-	log      *slog.Logger
-	now      func() time.Time
-	spool    *dirSyncer
+	dir         string
+	spoolDir    string
+	incomingDir string
+	db          *bolt.DB
+	log         *slog.Logger
+	now         func() time.Time
+	incoming    *dirSyncer // fsyncs incomingDir for concurrent commits
+
+	// unlinked are IDs in bucketRemoved whose body file is gone; the next
+	// write transaction deletes their entries.
+	unlinkedMu sync.Mutex
+	unlinked   []string
 
 	mu     sync.Mutex
 	leased map[string]bool // message IDs currently leased by a delivery worker
@@ -66,15 +81,19 @@ type Queue struct {
 	notify chan struct{}
 }
 
-// Open opens (creating if needed) the queue in dir: dir/queue.db and
-// dir/spool/. Only one process may have a queue open; a second Open fails
-// after a short wait instead of blocking forever. Open removes spool files
-// that have no record (left by a crash before their commit) and records
-// whose body is missing.
+// Open opens (creating if needed) the queue in dir: dir/queue.db,
+// dir/spool/ and dir/incoming/. Only one process may have a queue open; a
+// second Open fails after a short wait instead of blocking forever. Open
+// removes bodies that were never committed (left by a crash during DATA)
+// and finishes removals and renames a crash interrupted. Its work is
+// bounded by what was in flight at the crash, not by the queue's size.
 func Open(dir string, opts Options) (*Queue, error) {
 	spoolDir := filepath.Join(dir, "spool")
-	if err := os.MkdirAll(spoolDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create spool directory: %w", err)
+	incomingDir := filepath.Join(dir, "incoming")
+	for _, d := range []string{spoolDir, incomingDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create queue directory: %w", err)
+		}
 	}
 	dbPath := filepath.Join(dir, "queue.db")
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: 2 * time.Second})
@@ -88,20 +107,21 @@ func Open(dir string, opts Options) (*Queue, error) {
 	if db.MaxBatchDelay <= 0 {
 		db.MaxBatchDelay = time.Millisecond
 	}
-	d, err := os.Open(spoolDir)
+	d, err := os.Open(incomingDir)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open spool directory: %w", err)
+		return nil, fmt.Errorf("open incoming directory: %w", err)
 	}
 	q := &Queue{
-		dir:      dir,
-		spoolDir: spoolDir,
-		db:       db,
-		log:      opts.Logger,
-		now:      opts.Now,
-		spool:    newDirSyncer(d),
-		leased:   map[string]bool{},
-		notify:   make(chan struct{}, 1),
+		dir:         dir,
+		spoolDir:    spoolDir,
+		incomingDir: incomingDir,
+		db:          db,
+		log:         opts.Logger,
+		now:         opts.Now,
+		incoming:    newDirSyncer(d),
+		leased:      map[string]bool{},
+		notify:      make(chan struct{}, 1),
 	}
 	if q.log == nil {
 		q.log = slog.New(slog.DiscardHandler)
@@ -119,7 +139,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 // Close closes the database. Writers still open are not committed.
 func (q *Queue) Close() error {
 	err := q.db.Close()
-	if cerr := q.spool.close(); err == nil {
+	if cerr := q.incoming.close(); err == nil {
 		err = cerr
 	}
 	return err
@@ -137,74 +157,146 @@ func (q *Queue) wake() {
 	}
 }
 
-// recover makes the database and spool consistent after a crash: spool
-// files without a record are removed (the message was never acknowledged),
-// records without a body are dropped with an error log, and the schedule
-// index is rebuilt from the records.
+// recover makes the database and the spool consistent after a crash. It
+// looks only at what a crash can leave half done, so that start-up time
+// and memory do not grow with the queue:
+//   - a body in incoming with a record was committed but not yet renamed:
+//     the rename is finished; one without a record was never acknowledged
+//     and is removed;
+//   - IDs in the removed bucket had their record deleted, maybe not their
+//     body: the body is removed.
+//
+// The schedule and the counters are written in the same transactions as
+// the records, so they need no rebuild, except once for a queue written
+// before the counters existed.
 func (q *Queue) recover() error {
-	entries, err := os.ReadDir(q.spoolDir)
-	if err != nil {
-		return fmt.Errorf("read spool directory: %w", err)
-	}
-	files := make(map[string]bool, len(entries))
-	for _, e := range entries {
-		files[e.Name()] = true
-	}
-	var orphans, missing int
-	err = q.db.Update(func(tx *bolt.Tx) error {
+	var rebuild bool
+	err := q.db.Update(func(tx *bolt.Tx) error {
 		msgs, err := tx.CreateBucketIfNotExists(bucketMessages)
 		if err != nil {
 			return err
 		}
-		if err := tx.DeleteBucket(bucketSchedule); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
-			return err
-		}
-		sched, err := tx.CreateBucket(bucketSchedule)
-		if err != nil {
-			return err
-		}
-		var drop [][]byte
-		err = msgs.ForEach(func(k, v []byte) error {
-			id := string(k)
-			if !files[id] {
-				drop = append(drop, k)
-				return nil
-			}
-			delete(files, id)
-			var m Message
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("decode message %s: %w", id, err)
-			}
-			if due, ok := m.nextDue(); ok {
-				return sched.Put(scheduleKey(due, id), nil)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range drop {
-			q.log.Error("queue record has no spool file; dropping it", "queue_id", string(k))
-			missing++
-			if err := msgs.Delete(k); err != nil {
+		for _, name := range [][]byte{bucketSchedule, bucketRemoved} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
+		}
+		if tx.Bucket(bucketCounts) == nil {
+			if _, err := tx.CreateBucket(bucketCounts); err != nil {
+				return err
+			}
+			k, _ := msgs.Cursor().First()
+			rebuild = k != nil
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("recover queue: %w", err)
 	}
-	for name := range files {
-		if err := os.Remove(filepath.Join(q.spoolDir, name)); err != nil {
-			return fmt.Errorf("remove orphaned spool file: %w", err)
+	if rebuild {
+		if err := q.rebuildIndexes(); err != nil {
+			return fmt.Errorf("recover queue: %w", err)
+		}
+	}
+	if err := q.finishRemovals(); err != nil {
+		return fmt.Errorf("recover queue: %w", err)
+	}
+	return q.recoverIncoming()
+}
+
+// recoverIncoming finishes or discards the bodies left in incoming.
+func (q *Queue) recoverIncoming() error {
+	entries, err := os.ReadDir(q.incomingDir)
+	if err != nil {
+		return fmt.Errorf("read incoming directory: %w", err)
+	}
+	var orphans, moved int
+	for _, e := range entries {
+		id := e.Name()
+		var committed bool
+		if validID(id) {
+			err := q.db.View(func(tx *bolt.Tx) error {
+				committed = tx.Bucket(bucketMessages).Get([]byte(id)) != nil
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("recover queue: %w", err)
+			}
+		}
+		if committed {
+			if err := os.Rename(filepath.Join(q.incomingDir, id), q.bodyPath(id)); err != nil {
+				return fmt.Errorf("recover queue: move committed body into the spool: %w", err)
+			}
+			moved++
+			continue
+		}
+		if err := os.Remove(filepath.Join(q.incomingDir, id)); err != nil {
+			return fmt.Errorf("recover queue: remove uncommitted body: %w", err)
 		}
 		orphans++
 	}
-	if orphans > 0 || missing > 0 {
-		q.log.Info("queue recovered", "orphaned_spool_files_removed", orphans, "records_without_body", missing)
+	if orphans > 0 || moved > 0 {
+		q.log.Info("queue recovered", "uncommitted_bodies_removed", orphans, "committed_bodies_moved", moved)
 	}
 	return nil
+}
+
+// finishRemovals removes the bodies of records deleted before a crash and
+// empties the removed bucket.
+func (q *Queue) finishRemovals() error {
+	var ids []string
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRemoved).ForEach(func(k, _ []byte) error {
+			ids = append(ids, string(k))
+			return nil
+		})
+	})
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	for _, id := range ids {
+		q.unlinkBody(id)
+	}
+	return q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRemoved)
+		for _, id := range ids {
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// rebuildIndexes recomputes the schedule and the counters from every
+// record: needed once for a queue from a version without counters.
+func (q *Queue) rebuildIndexes() error {
+	q.log.Info("building the queue's schedule and counters from its records (once)")
+	return q.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketSchedule); err != nil {
+			return err
+		}
+		sched, err := tx.CreateBucket(bucketSchedule)
+		if err != nil {
+			return err
+		}
+		totals := counts{}
+		err = tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			var m Message
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decode message %s: %w", k, err)
+			}
+			totals.add(&m, 1)
+			if due, ok := m.nextDue(); ok {
+				return sched.Put(scheduleKey(due, m.ID), nil)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return totals.apply(tx)
+	})
 }
 
 // idEncoding is base32 with the "extended hex" alphabet, which sorts like
@@ -246,6 +338,8 @@ func scheduleKey(due time.Time, id string) []byte {
 
 func (q *Queue) bodyPath(id string) string { return filepath.Join(q.spoolDir, id) }
 
+func (q *Queue) incomingPath(id string) string { return filepath.Join(q.incomingDir, id) }
+
 // Writer receives the body of one new message. Call Commit to make it
 // durable and queued, or Abort to discard it.
 type Writer struct {
@@ -256,11 +350,11 @@ type Writer struct {
 	done bool
 }
 
-// Create starts a new message. The body is written to the spool as it
-// arrives.
+// Create starts a new message. The body is written to the incoming
+// directory as it arrives.
 func (q *Queue) Create() (*Writer, error) {
 	id := newID(q.now())
-	f, err := os.OpenFile(q.bodyPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(q.incomingPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create spool file: %w", err)
 	}
@@ -291,10 +385,10 @@ func (w *Writer) Abort() {
 	}
 	w.done = true
 	w.f.Close()
-	os.Remove(w.q.bodyPath(w.id))
+	os.Remove(w.q.incomingPath(w.id))
 }
 
-// Commit makes the message durable: it fsyncs the body file, the spool
+// Commit makes the message durable: it fsyncs the body file, its
 // directory entry and then the queue record (RFC 5321 §6.1: once the
 // server has accepted responsibility, it must not lose the message). Only
 // when Commit returns nil may the message be acknowledged. m's ID, Size,
@@ -320,8 +414,8 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("close spool file %s: %w", w.id, err)
 	}
-	if err := w.q.spool.sync(); err != nil {
-		return fmt.Errorf("fsync spool directory: %w", err)
+	if err := w.q.incoming.sync(); err != nil {
+		return fmt.Errorf("fsync incoming directory: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -344,8 +438,13 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", w.id, err)
 	}
+	delta := counts{}
+	delta.add(m, 1)
 	err = w.q.db.Batch(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMessages).Put([]byte(w.id), val); err != nil {
+			return err
+		}
+		if err := delta.apply(tx); err != nil {
 			return err
 		}
 		if due, ok := m.nextDue(); ok {
@@ -358,6 +457,11 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	}
 	ok = true
 	w.done = true
+	// Committed: from here the body may live in either directory (Body
+	// looks in both), and recovery finishes a rename a crash interrupts.
+	if err := os.Rename(w.q.incomingPath(w.id), w.q.bodyPath(w.id)); err != nil {
+		w.q.log.Error("move committed body into the spool; it stays in incoming until restart", "queue_id", w.id, "err", err)
+	}
 	w.q.wake()
 	return nil
 }
@@ -406,6 +510,14 @@ func put(tx *bolt.Tx, old, m *Message) error {
 			return err
 		}
 	}
+	delta := counts{}
+	if old != nil {
+		delta.add(old, -1)
+	}
+	delta.add(m, 1)
+	if err := delta.apply(tx); err != nil {
+		return err
+	}
 	val, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
@@ -413,15 +525,41 @@ func put(tx *bolt.Tx, old, m *Message) error {
 	return tx.Bucket(bucketMessages).Put([]byte(m.ID), val)
 }
 
-// remove deletes a record and its schedule entry; the caller removes the
-// body file after the transaction committed.
+// remove deletes a record and its schedule entry and notes the ID in the
+// removed bucket; the caller removes the body file after the transaction
+// committed (removeBody), and recovery does it if a crash came first.
 func remove(tx *bolt.Tx, m *Message) error {
 	if due, ok := m.nextDue(); ok {
 		if err := tx.Bucket(bucketSchedule).Delete(scheduleKey(due, m.ID)); err != nil {
 			return err
 		}
 	}
+	delta := counts{}
+	delta.add(m, -1)
+	if err := delta.apply(tx); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketRemoved).Put([]byte(m.ID), nil); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketMessages).Delete([]byte(m.ID))
+}
+
+// forgetUnlinked deletes, inside a write transaction, the removed-bucket
+// entries of bodies already unlinked. It is called from transactions that
+// remove messages, so the bucket stays as small as what is in flight.
+func (q *Queue) forgetUnlinked(tx *bolt.Tx) error {
+	q.unlinkedMu.Lock()
+	ids := q.unlinked
+	q.unlinked = nil
+	q.unlinkedMu.Unlock()
+	b := tx.Bucket(bucketRemoved)
+	for _, id := range ids {
+		if err := b.Delete([]byte(id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Get returns the record of one message.
@@ -443,11 +581,15 @@ func (q *Queue) Body(id string) (*os.File, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("%q: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(q.bodyPath(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	// A body just committed may still be in incoming; look in the spool
+	// again after that in case the rename happened in between.
+	for _, p := range []string{q.bodyPath(id), q.incomingPath(id), q.bodyPath(id)} {
+		f, err := os.Open(p)
+		if !errors.Is(err, os.ErrNotExist) {
+			return f, err
+		}
 	}
-	return f, err
+	return nil, fmt.Errorf("body of %s: %w", id, ErrNotFound)
 }
 
 // Lease is a message handed to a delivery worker together with the indexes
@@ -565,7 +707,13 @@ func (q *Queue) Record(id string, u Update) (*Message, error) {
 	now := q.now()
 	var m *Message
 	var finished bool
-	err := q.db.Update(func(tx *bolt.Tx) error {
+	// Batch: outcomes of many deliveries share one fsync. fn may run more
+	// than once, so it sets m and finished afresh each time.
+	err := q.db.Batch(func(tx *bolt.Tx) error {
+		finished = false
+		if err := q.forgetUnlinked(tx); err != nil {
+			return err
+		}
 		old, err := get(tx, id)
 		if err != nil {
 			return err
@@ -615,10 +763,27 @@ func (q *Queue) Record(id string, u Update) (*Message, error) {
 	return m, nil
 }
 
+// removeBody unlinks the body of a message whose record is gone, and
+// notes it so the next write transaction forgets its removed entry.
 func (q *Queue) removeBody(id string) {
-	if err := os.Remove(q.bodyPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		q.log.Error("remove spool file", "queue_id", id, "err", err)
+	if q.unlinkBody(id) {
+		q.unlinkedMu.Lock()
+		q.unlinked = append(q.unlinked, id)
+		q.unlinkedMu.Unlock()
 	}
+}
+
+// unlinkBody removes a body from the spool or from incoming; it reports
+// whether the body is gone.
+func (q *Queue) unlinkBody(id string) bool {
+	gone := true
+	for _, p := range []string{q.bodyPath(id), q.incomingPath(id)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			q.log.Error("remove spool file", "queue_id", id, "err", err)
+			gone = false
+		}
+	}
+	return gone
 }
 
 // Filter selects messages for List. Empty fields match everything.
@@ -687,29 +852,103 @@ type Stats struct {
 }
 
 // Stats counts messages and recipients by state and destination domain.
+// It reads the counters kept with every change, the first record and the
+// first schedule entries, so its cost does not grow with the queue.
 func (q *Queue) Stats() (Stats, error) {
 	s := Stats{Recipients: map[State]int{}, Domains: map[string]int{}}
-	err := q.forEach(func(m *Message) bool {
-		s.Messages++
-		s.Bytes += m.Size
-		if s.Oldest.IsZero() || m.ReceivedAt.Before(s.Oldest) {
+	err := q.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketCounts).ForEach(func(k, v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("counter %q is corrupt", k)
+			}
+			n := int64(binary.BigEndian.Uint64(v))
+			name := string(k)
+			switch {
+			case name == "messages":
+				s.Messages = int(n)
+			case name == "bytes":
+				s.Bytes = n
+			case strings.HasPrefix(name, "state:"):
+				s.Recipients[State(strings.TrimPrefix(name, "state:"))] = int(n)
+			case strings.HasPrefix(name, "domain:"):
+				s.Domains[strings.TrimPrefix(name, "domain:")] = int(n)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// IDs sort by arrival, so the first record is the oldest.
+		if k, v := tx.Bucket(bucketMessages).Cursor().First(); k != nil {
+			var m Message
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decode message %s: %w", k, err)
+			}
 			s.Oldest, s.OldestID = m.ReceivedAt, m.ID
 		}
-		for _, r := range m.Recipients {
-			s.Recipients[r.State]++
-			if !r.State.Final() {
-				s.Domains[r.Domain()]++
-			}
-			if r.State.Pending() && (s.NextRetry.IsZero() || r.NextAttempt.Before(s.NextRetry)) {
-				s.NextRetry = r.NextAttempt
+		// The first schedule entry whose message still exists is the next
+		// retry; stale entries (skipped by Lease too) are rare.
+		msgs := tx.Bucket(bucketMessages)
+		c := tx.Bucket(bucketSchedule).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if msgs.Get(k[8:]) != nil {
+				s.NextRetry = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+				break
 			}
 		}
-		return true
+		return nil
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("queue stats: %w", err)
 	}
 	return s, nil
+}
+
+// counts are changes to the counters in bucketCounts, by name:
+// "messages", "bytes", "state:<state>" (recipients in that state) and
+// "domain:<domain>" (recipients not final, per destination domain). They
+// are applied in the transaction that changes the records.
+type counts map[string]int64
+
+// add adds sign times m's share of the counters.
+func (c counts) add(m *Message, sign int64) {
+	c["messages"] += sign
+	c["bytes"] += sign * m.Size
+	for _, r := range m.Recipients {
+		c["state:"+string(r.State)] += sign
+		if !r.State.Final() {
+			c["domain:"+r.Domain()] += sign
+		}
+	}
+}
+
+// apply adds the changes to the stored counters; a counter that reaches
+// zero is deleted, so the bucket holds only live domains.
+func (c counts) apply(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketCounts)
+	for name, d := range c {
+		if d == 0 {
+			continue
+		}
+		k := []byte(name)
+		var v int64
+		if old := b.Get(k); len(old) == 8 {
+			v = int64(binary.BigEndian.Uint64(old))
+		}
+		v += d
+		if v == 0 {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+			continue
+		}
+		val := make([]byte, 8) // bbolt keeps it until the commit
+		binary.BigEndian.PutUint64(val, uint64(v))
+		if err := b.Put(k, val); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // modify applies fn to the pending recipients of one message and stores the
@@ -822,6 +1061,9 @@ func (q *Queue) Delete(id string) error {
 		return fmt.Errorf("%q: %w", id, ErrNotFound)
 	}
 	err := q.db.Update(func(tx *bolt.Tx) error {
+		if err := q.forgetUnlinked(tx); err != nil {
+			return err
+		}
 		m, err := get(tx, id)
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,30 +98,179 @@ func TestSUB05_CommitIsDurableAndReadable(t *testing.T) {
 	}
 }
 
-func TestRecoverRemovesOrphansAndDanglingRecords(t *testing.T) {
+func TestRecoverFinishesWhatACrashLeftHalfDone(t *testing.T) {
 	dir := t.TempDir()
 	q := openTest(t, dir, nil)
 	keep := enqueue(t, q, "keep", "x@example.com")
-	lost := enqueue(t, q, "lost", "y@example.com")
+	unmoved := enqueue(t, q, "unmoved", "y@example.com")
+	gone := enqueue(t, q, "gone", "z@example.com")
 	w, err := q.Create() // never committed: a crash mid-DATA
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.WriteString(w, "partial")
 	orphan := w.ID()
+	// A crash after the commit of unmoved, before its rename.
+	if err := os.Rename(filepath.Join(dir, "spool", unmoved.ID), filepath.Join(dir, "incoming", unmoved.ID)); err != nil {
+		t.Fatal(err)
+	}
+	// A crash after gone's record was removed, before its body was.
+	if err := q.Delete(gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "spool", gone.ID), []byte("gone"), 0o600)
+	q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRemoved).Put([]byte(gone.ID), nil) })
 	q.Close()
-	os.Remove(filepath.Join(dir, "spool", lost.ID))
 
 	q2 := openTest(t, dir, nil)
-	if _, err := os.Stat(filepath.Join(dir, "spool", orphan)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("orphaned spool file still there: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "incoming", orphan)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("uncommitted body still there: %v", err)
 	}
-	if _, err := q2.Get(lost.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("record without body kept: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "spool", gone.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("body of a removed record still there: %v", err)
 	}
-	if _, err := q2.Get(keep.ID); err != nil {
-		t.Errorf("good message lost: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "spool", unmoved.ID)); err != nil {
+		t.Errorf("committed body not moved into the spool: %v", err)
 	}
+	for _, m := range []*Message{keep, unmoved} {
+		f, err := q2.Body(m.ID)
+		if err != nil {
+			t.Fatalf("good message lost: %v", err)
+		}
+		f.Close()
+	}
+	q2.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketRemoved).Cursor().First(); k != nil {
+			t.Errorf("removed bucket not emptied: %s", k)
+		}
+		return nil
+	})
+	if st, _ := q2.Stats(); st.Messages != 2 {
+		t.Errorf("stats count %d messages, want 2", st.Messages)
+	}
+}
+
+// A record whose body vanished (disk trouble, an operator's rm) is kept;
+// Body reports it, so delivery defers it with a clear error.
+func TestRecordWithoutBodyIsReportedNotDropped(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir, nil)
+	m := enqueue(t, q, "body", "x@example.com")
+	os.Remove(filepath.Join(dir, "spool", m.ID))
+	if _, err := q.Body(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Body of a missing file: %v", err)
+	}
+	if _, err := q.Get(m.ID); err != nil {
+		t.Fatalf("record dropped: %v", err)
+	}
+}
+
+// scanStats computes Stats the slow way, from every record.
+func scanStats(t *testing.T, q *Queue) Stats {
+	t.Helper()
+	s := Stats{Recipients: map[State]int{}, Domains: map[string]int{}}
+	err := q.forEach(func(m *Message) bool {
+		s.Messages++
+		s.Bytes += m.Size
+		if s.Oldest.IsZero() || m.ReceivedAt.Before(s.Oldest) {
+			s.Oldest, s.OldestID = m.ReceivedAt, m.ID
+		}
+		for _, r := range m.Recipients {
+			s.Recipients[r.State]++
+			if !r.State.Final() {
+				s.Domains[r.Domain()]++
+			}
+			if r.State.Pending() && (s.NextRetry.IsZero() || r.NextAttempt.Before(s.NextRetry)) {
+				s.NextRetry = r.NextAttempt
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sameStats(a, b Stats) bool {
+	return fmt.Sprint(a.Messages, a.Bytes, a.Recipients, a.Domains, a.OldestID, a.Oldest.UnixNano(), a.NextRetry.UnixNano()) ==
+		fmt.Sprint(b.Messages, b.Bytes, b.Recipients, b.Domains, b.OldestID, b.Oldest.UnixNano(), b.NextRetry.UnixNano())
+}
+
+// The counters kept with every change agree with a full scan after every
+// kind of change, after a restart, and after a rebuild from the records.
+func TestStatsCountersAgreeWithAFullScan(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	q := openTest(t, dir, c)
+	check := func(step string) {
+		t.Helper()
+		got, err := q.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := scanStats(t, q); !sameStats(got, want) {
+			t.Fatalf("%s: stats\n got %+v\nwant %+v", step, got, want)
+		}
+	}
+	check("empty")
+	var ids []string
+	for i := range 12 {
+		c.add(time.Millisecond)
+		m := enqueue(t, q, strings.Repeat("x", i+1), fmt.Sprintf("a%d@d%d.example", i, i%3), fmt.Sprintf("b@d%d.example", (i+1)%3))
+		ids = append(ids, m.ID)
+	}
+	check("enqueued")
+	held := &Message{From: "h@example.org", Recipients: []Recipient{{Addr: "h@held.example", State: StateHeld}}}
+	if err := q.Enqueue(context.Background(), held, strings.NewReader("held")); err != nil {
+		t.Fatal(err)
+	}
+	check("held at commit")
+	if _, err := q.Hold(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	check("hold")
+	if _, err := q.Release(held.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("release")
+	leases, err := q.Lease(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range leases {
+		var u Update
+		for _, r := range l.Rcpts {
+			switch (i + r) % 3 {
+			case 0:
+				u.Results = append(u.Results, Result{Rcpt: r, State: StateDelivered})
+			case 1:
+				u.Results = append(u.Results, Result{Rcpt: r, State: StateDeferred, NextAttempt: c.now().Add(time.Duration(i+1) * time.Minute)})
+			default:
+				u.Results = append(u.Results, Result{Rcpt: r, State: StateFailed, Error: "550 no"})
+			}
+		}
+		if _, err := q.Record(l.Message.ID, u); err != nil {
+			t.Fatal(err)
+		}
+		q.Unlease(l.Message.ID)
+	}
+	check("recorded")
+	if _, err := q.Retry(ids[1]); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if err := q.Delete(ids[2]); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	check("retry and delete")
+	q.Close()
+	q = openTest(t, dir, c)
+	check("reopened")
+	// A queue from before the counters existed: they are built once.
+	q.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketCounts) })
+	q.Close()
+	q = openTest(t, dir, c)
+	check("rebuilt")
 }
 
 func TestLeaseRecordRetry(t *testing.T) {
