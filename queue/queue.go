@@ -41,6 +41,10 @@ import (
 // ErrNotFound is returned for a message ID the queue does not hold.
 var ErrNotFound = errors.New("message not found")
 
+// ErrLeased is returned by LeaseMessage for a message that a delivery
+// worker holds at the moment.
+var ErrLeased = errors.New("message is being delivered right now")
+
 var (
 	bucketMessages = []byte("messages")
 	bucketSchedule = []byte("schedule") // due time + ID -> nil, pending messages only
@@ -666,6 +670,34 @@ func (q *Queue) Lease(max int) ([]Lease, error) {
 		}
 	}
 	return out, nil
+}
+
+// LeaseMessage leases one message by ID, whatever its due time, with
+// every recipient not yet delivered or failed (held ones too), for an
+// operation on the whole message such as an administrator's bounce. It
+// fails with ErrLeased while a delivery worker has the message.
+func (q *Queue) LeaseMessage(id string) (Lease, error) {
+	m, err := q.Get(id)
+	if err != nil {
+		return Lease{}, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.leased[id] {
+		return Lease{}, fmt.Errorf("%s: %w", id, ErrLeased)
+	}
+	// Read again under the lock: a worker may have finished it between.
+	if m, err = q.Get(id); err != nil {
+		return Lease{}, err
+	}
+	l := Lease{Message: m}
+	for i, r := range m.Recipients {
+		if !r.State.Final() {
+			l.Rcpts = append(l.Rcpts, i)
+		}
+	}
+	q.leased[id] = true
+	return l, nil
 }
 
 // Unlease ends a lease without changing the record.

@@ -243,7 +243,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(q, log.With("component", "admin"), admin.Options{Version: opts.Version, Policy: engine, MTASTS: sts, Reports: reports, TLSStats: stats,
-			ReportServed: servedFunc(served), Reload: reload.Reload}),
+			ReportServed: servedFunc(served), Reload: reload.Reload, Bounce: engine.Bounce}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	wg.Go(func() {

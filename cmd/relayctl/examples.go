@@ -41,6 +41,9 @@ relayctl --json queue show 0dbq4t1c8hpmg2sa | jq '.attempts[-1]'`,
 relayctl --json queue list --domain example.com | jq -r '.[].id' | relayctl queue hold -`,
 	"relayctl queue release": `relayctl queue release 0dbq4t1c8hpmg2sa
 relayctl --json queue list --state held | jq -r '.[].id' | relayctl queue release -`,
+	"relayctl queue bounce": `relayctl queue bounce 0dbq4t1c8hpmg2sa
+# give up on everything still waiting for one destination
+relayctl --json queue list --domain gone.example | jq -r '.[].id' | relayctl queue bounce -`,
 	"relayctl queue delete": `relayctl queue delete 0dbq4t1c8hpmg2sa
 # every message with a failed recipient, with progress and a final count
 relayctl --json queue list --state failed --limit 100000 | jq -r '.[].id' | relayctl queue delete -`,

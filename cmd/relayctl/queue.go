@@ -29,6 +29,7 @@ func newQueueCmd(a *app) *cobra.Command {
 		newQueueShowCmd(a),
 		newQueueActionCmd(a, holdAction()),
 		newQueueActionCmd(a, releaseAction()),
+		newQueueActionCmd(a, bounceAction()),
 		newQueueActionCmd(a, deleteAction()),
 		newQueueRetryCmd(a),
 	)

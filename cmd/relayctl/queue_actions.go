@@ -67,6 +67,21 @@ func retryAction() action {
 	}
 }
 
+func bounceAction() action {
+	return action{
+		name:  "bounce",
+		short: "Return messages to their senders now, with a delivery status notification",
+		past:  "bounced",
+		do:    func(ctx context.Context, c *admin.Client, id string) (int, error) { return c.Bounce(ctx, id) },
+		report: func(n int) string {
+			if n == 0 {
+				return "nothing to bounce (every recipient already delivered or failed)"
+			}
+			return "bounced " + plural(n, "recipient") + "; the sender is notified as their NOTIFY asks"
+		},
+	}
+}
+
 func deleteAction() action {
 	return action{
 		name:  "delete",

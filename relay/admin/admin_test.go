@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -606,5 +607,50 @@ func TestClientDaemonNotRunning(t *testing.T) {
 				t.Errorf("err %T is not a not-running ConnectError", err)
 			}
 		})
+	}
+}
+
+// POST .../bounce calls Options.Bounce; a message being delivered answers
+// 409, and without Options.Bounce the endpoint does not exist.
+func TestBounceEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	q, err := queue.Open(filepath.Join(dir, "queue"), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	var bounced []string
+	bounce := func(id string) (int, error) {
+		if id == "0000000000000000" {
+			return 0, fmt.Errorf("%s: %w", id, queue.ErrLeased)
+		}
+		bounced = append(bounced, id)
+		return 3, nil
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		bounce func(string) (int, error)
+		id     string
+		want   string // error text; "" for success
+	}{
+		{"bounced", bounce, "0dbq4t1c8hpmg2sa", ""},
+		{"being delivered", bounce, "0000000000000000", "being delivered right now"},
+		{"disabled", nil, "0dbq4t1c8hpmg2sa", "no endpoint"},
+	} {
+		socket := filepath.Join(dir, tc.name+".sock")
+		serve(t, socket, Handler(q, nil, Options{Bounce: tc.bounce}))
+		c := NewClient(socket)
+		n, err := c.Bounce(ctx, tc.id)
+		c.Close()
+		switch {
+		case tc.want == "" && (err != nil || n != 3):
+			t.Errorf("%s: bounce = %d, %v; want 3", tc.name, n, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: bounce error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if len(bounced) != 1 || bounced[0] != "0dbq4t1c8hpmg2sa" {
+		t.Errorf("bounced %v", bounced)
 	}
 }

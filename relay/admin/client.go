@@ -188,6 +188,13 @@ func (c *Client) Hold(ctx context.Context, id string) (int, error) {
 	return c.change(ctx, id, "hold")
 }
 
+// Bounce returns the message to its sender: its recipients not yet
+// delivered or failed fail, a DSN is queued, and the message is removed.
+// It returns how many recipients failed.
+func (c *Client) Bounce(ctx context.Context, id string) (int, error) {
+	return c.change(ctx, id, "bounce")
+}
+
 // Release makes the message's held recipients due now and returns how many
 // it released.
 func (c *Client) Release(ctx context.Context, id string) (int, error) {

@@ -39,6 +39,10 @@ type Options struct {
 	ReportServed func(domain string) bool
 	// Reload serves POST /v1/reload; nil makes it answer 404.
 	Reload ReloadFunc
+	// Bounce serves POST /v1/queue/messages/{id}/bounce: it returns the
+	// message to its sender and reports how many recipients failed; nil
+	// makes it answer 404.
+	Bounce func(id string) (int, error)
 }
 
 // server holds what the handlers share; one per Handler call.
@@ -69,6 +73,9 @@ func Handler(q *queue.Queue, log *slog.Logger, opts Options) http.Handler {
 	s.mux.HandleFunc("POST /v1/queue/messages/{id}/release", s.change("release", q.Release))
 	s.mux.HandleFunc("POST /v1/queue/messages/{id}/retry", s.change("retry", q.Retry))
 	s.mux.HandleFunc("DELETE /v1/queue/messages/{id}", s.delete)
+	if opts.Bounce != nil {
+		s.mux.HandleFunc("POST /v1/queue/messages/{id}/bounce", s.change("bounce", opts.Bounce))
+	}
 	s.mux.HandleFunc("POST /v1/queue/retry", s.retryWhere)
 	s.mux.HandleFunc("GET /v1/policy/{domain}", s.policyLookup)
 	s.mux.HandleFunc("GET /v1/policy-cache", s.policyCacheList)
@@ -269,6 +276,10 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, queue.ErrNotFound) {
 		id := r.PathValue("id")
 		writeError(w, http.StatusNotFound, fmt.Sprintf("message %q not found in the queue", id))
+		return
+	}
+	if errors.Is(err, queue.ErrLeased) {
+		writeError(w, http.StatusConflict, fmt.Sprintf("message %q is being delivered right now; try again in a moment", r.PathValue("id")))
 		return
 	}
 	s.log.Error("admin: request failed", "method", r.Method, "path", r.URL.Path, "err", err)

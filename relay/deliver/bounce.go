@@ -40,6 +40,45 @@ func (e *Engine) delayWarningDue(m *queue.Message, outs []outcome, now time.Time
 // recipients handed to a server that does not support DSN (RFC 3461
 // §5.2.2). Nothing is sent for a null sender (DSN02). It marks the
 // outcomes that need a DSN.
+// Bounce returns a message to its sender at an administrator's request
+// (`relayctl queue bounce`): every recipient not yet delivered or failed
+// fails with status 5.0.0, the sender gets a delivery status notification
+// as for any failure (RFC 3461 NOTIFY applies), and the message leaves
+// the queue. It returns how many recipients it failed; a message being
+// delivered at the moment gives queue.ErrLeased.
+func (e *Engine) Bounce(id string) (int, error) {
+	l, err := e.q.LeaseMessage(id)
+	if err != nil {
+		return 0, err
+	}
+	defer e.q.Unlease(id)
+	if len(l.Rcpts) == 0 {
+		return 0, nil
+	}
+	now := e.opts.Now()
+	outs := make([]outcome, len(l.Rcpts))
+	for i, r := range l.Rcpts {
+		outs[i] = outcome{rcpt: r, state: queue.StateFailed, status: "5.0.0", lastAttempt: now,
+			reason: "returned to the sender by the relay's administrator"}
+	}
+	// The DSN first, then the record, as after a delivery attempt.
+	if err := e.queueDSNs(l.Message, outs, false, now); err != nil {
+		return 0, fmt.Errorf("bounce %s: queue the delivery status notification: %w", id, err)
+	}
+	upd := queue.Update{}
+	for _, o := range outs {
+		upd.Results = append(upd.Results, queue.Result{Rcpt: o.rcpt, State: o.state, Error: o.errorText()})
+	}
+	if _, err := e.q.Record(id, upd); err != nil {
+		return 0, fmt.Errorf("bounce %s: %w", id, err)
+	}
+	for _, o := range outs {
+		e.metrics.Outcome(o.state, "")
+	}
+	e.log.Info("message bounced by the administrator", "queue_id", id, "recipients", len(outs))
+	return len(outs), nil
+}
+
 func (e *Engine) queueDSNs(m *queue.Message, outs []outcome, delayWarn bool, now time.Time) error {
 	if m.From == "" {
 		return nil

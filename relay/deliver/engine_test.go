@@ -1519,3 +1519,42 @@ func TestDSN05_NoDelayWarning(t *testing.T) {
 		})
 	}
 }
+
+// An administrator's bounce fails every recipient still waiting (held
+// ones too), tells the sender in one DSN, and removes the message; a
+// message a worker holds is refused, not bounced under its feet.
+func TestAdminBounceFailsWaitingRecipientsWithDSN(t *testing.T) {
+	f := newEngineFixture(t) // not started: nothing is delivered
+	e := New(f.opts)
+	m := &queue.Message{From: sender, ReceivedAt: f.clock.now(), Recipients: []queue.Recipient{
+		{Addr: "a@dest.test"}, {Addr: "b@dest.test", State: queue.StateHeld},
+	}}
+	if err := f.q.Enqueue(context.Background(), m, bytes.NewBufferString(testBody)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.q.LeaseMessage(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Bounce(m.ID); !errors.Is(err, queue.ErrLeased) {
+		t.Fatalf("bounce of a leased message: %v, want ErrLeased", err)
+	}
+	f.q.Unlease(m.ID)
+	n, err := e.Bounce(m.ID)
+	if err != nil || n != 2 {
+		t.Fatalf("bounce = %d, %v; want 2 recipients", n, err)
+	}
+	if _, err := f.q.Get(m.ID); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("bounced message still queued: %v", err)
+	}
+	d := f.oneDSN()
+	checkDSNEnvelope(t, d, sender)
+	for _, addr := range []string{"a@dest.test", "b@dest.test"} {
+		r := dsnRecipient(t, d.rep, addr)
+		if r["Action"] != "failed" || r["Status"] != "5.0.0" {
+			t.Errorf("%s: %v, want failed 5.0.0", addr, r)
+		}
+	}
+	if _, err := e.Bounce(m.ID); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("second bounce: %v, want ErrNotFound", err)
+	}
+}
