@@ -19,6 +19,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -61,6 +62,11 @@ type Options struct {
 	MaxBatchDelay time.Duration
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// TrimInterval is how often the queue drops its memory mapping of the
+	// database (see trimMapping), so that its resident memory follows what
+	// is in use rather than the size of the queue. Zero means 5s; negative
+	// never.
+	TrimInterval time.Duration
 }
 
 // Queue is a durable message queue rooted at one directory. It is safe for
@@ -83,6 +89,9 @@ type Queue struct {
 	leased map[string]bool // message IDs currently leased by a delivery worker
 
 	notify chan struct{}
+
+	stopTrim chan struct{} // closed by Close; nil when not trimming
+	trimDone chan struct{}
 }
 
 // Open opens (creating if needed) the queue in dir: dir/queue.db,
@@ -137,11 +146,48 @@ func Open(dir string, opts Options) (*Queue, error) {
 		q.Close()
 		return nil, err
 	}
+	if opts.TrimInterval >= 0 {
+		q.startTrimming(cmp.Or(opts.TrimInterval, 5*time.Second))
+	}
 	return q, nil
+}
+
+// startTrimming calls trimMapping every interval until Close.
+func (q *Queue) startTrimming(interval time.Duration) {
+	q.stopTrim, q.trimDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(q.trimDone)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-q.stopTrim:
+				return
+			case <-t.C:
+				if err := q.trimMapping(); err != nil {
+					q.log.Warn("drop the queue database's memory mapping", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// trimMapping drops the process's mapping of the database pages; the
+// kernel keeps them in its page cache. It runs inside a read transaction,
+// which keeps bbolt from remapping the file meanwhile.
+func (q *Queue) trimMapping() error {
+	return q.db.View(func(tx *bolt.Tx) error {
+		return dropMappedPages(q.db.Info().Data, tx.Size())
+	})
 }
 
 // Close closes the database. Writers still open are not committed.
 func (q *Queue) Close() error {
+	if q.stopTrim != nil {
+		close(q.stopTrim)
+		<-q.trimDone
+		q.stopTrim = nil
+	}
 	err := q.db.Close()
 	if cerr := q.incoming.close(); err == nil {
 		err = cerr

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package queue
+
+// dropMappedPages does nothing where madvise is not wired up.
+func dropMappedPages(addr uintptr, size int64) error { return nil }
