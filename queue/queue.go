@@ -19,6 +19,7 @@
 package queue
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -396,6 +397,7 @@ type Writer struct {
 	q    *Queue
 	id   string
 	f    *os.File
+	bw   *bufio.Writer // SMTP DATA arrives a line per Read; write in blocks
 	size int64
 	done bool
 }
@@ -408,7 +410,7 @@ func (q *Queue) Create() (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create spool file: %w", err)
 	}
-	return &Writer{q: q, id: id, f: f}, nil
+	return &Writer{q: q, id: id, f: f, bw: bufio.NewWriterSize(f, 32*1024)}, nil
 }
 
 // ID returns the ID the message will have once committed.
@@ -417,9 +419,10 @@ func (w *Writer) ID() string { return w.id }
 // Size returns the number of body bytes written so far.
 func (w *Writer) Size() int64 { return w.size }
 
-// Write appends to the body.
+// Write appends to the body. Writes are buffered: an error of the disk may
+// also surface only at Commit.
 func (w *Writer) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
+	n, err := w.bw.Write(p)
 	w.size += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write spool file %s: %w", w.id, err)
@@ -458,6 +461,9 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 			w.Abort()
 		}
 	}()
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("write spool file %s: %w", w.id, err)
+	}
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("fsync spool file %s: %w", w.id, err)
 	}
