@@ -395,6 +395,7 @@ func deliveryOptions(cfg *config.Config, q *queue.Queue, resolver *secpolicy.Res
 		Policy:             secpolicy.NewPolicy(secpolicy.PolicyConfig{Resolver: resolver, DANE: d.DANE, RootCAs: opts.RootCAs}),
 		MTASTS:             sts,
 		Routes:             routes,
+		HoldDSNs:           d.Hold,
 		Workers:            d.Workers,
 		PerHostConnections: d.PerHostConnections,
 		FirstRetry:         d.FirstRetry.Duration,

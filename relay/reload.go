@@ -156,6 +156,7 @@ func (r *reloader) reload() (*admin.ReloadResult, error) {
 		s.SetHold(next.Delivery.Hold)
 	}
 	r.engine.SetRoutes(deliveryRoutes(next))
+	r.engine.SetHoldDSNs(next.Delivery.Hold)
 	if haveInbound {
 		r.served.set(servedDomains(next))
 	}

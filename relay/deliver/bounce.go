@@ -149,6 +149,9 @@ func (e *Engine) queueDSN(m *queue.Message, rcpts []dsn.Recipient, now time.Time
 		ReceivedAt: now,
 		Recipients: []queue.Recipient{{Addr: m.From, Notify: []string{"NEVER"}}},
 	}
+	if e.holdDSN.Load() {
+		bounce.Recipients[0].State = queue.StateHeld
+	}
 	if !isASCII(data) {
 		bounce.Body = "8BITMIME"
 	}

@@ -46,6 +46,10 @@ type Options struct {
 	TLSStats *tlsstats.Recorder
 	// Routes override delivery per domain; SetRoutes replaces them.
 	Routes []Route
+	// HoldDSNs queues the delivery status notifications the relay makes
+	// on hold, like the messages it accepts under delivery.hold;
+	// SetHoldDSNs changes it.
+	HoldDSNs bool
 	// Metrics, if set, is told about every attempt and every recipient
 	// outcome; nil means none.
 	Metrics Metrics
@@ -102,6 +106,7 @@ type Engine struct {
 	log     *slog.Logger
 	metrics Metrics
 	routes  atomic.Pointer[map[string]Route] // by lower-case domain; never nil
+	holdDSN atomic.Bool
 	pool    *connPool
 	sem     chan struct{} // bounds concurrent domain deliveries
 
@@ -162,8 +167,13 @@ func New(opts Options) *Engine {
 		finished: make(chan struct{}, 1),
 	}
 	e.SetRoutes(opts.Routes)
+	e.holdDSN.Store(opts.HoldDSNs)
 	return e
 }
+
+// SetHoldDSNs changes whether DSNs queued from now on are held (see
+// Options.HoldDSNs).
+func (e *Engine) SetHoldDSNs(hold bool) { e.holdDSN.Store(hold) }
 
 // SetRoutes replaces the routes. Deliveries to a domain that start
 // afterwards use the new ones; those in progress finish with the route

@@ -1558,3 +1558,31 @@ func TestAdminBounceFailsWaitingRecipientsWithDSN(t *testing.T) {
 		t.Errorf("second bounce: %v, want ErrNotFound", err)
 	}
 }
+
+// Under delivery.hold the DSNs the relay makes are held too, so that a
+// trial run mails nobody, not even a bounce.
+func TestDSNsHeldUnderDeliveryHold(t *testing.T) {
+	f := newEngineFixture(t)
+	opts := f.opts
+	opts.HoldDSNs = true
+	e := New(opts)
+	m := f.submit(sender, testBody, "a@dest.test")
+	if _, err := e.Bounce(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	d := f.oneDSN()
+	if st := d.msg.Recipients[0].State; st != queue.StateHeld {
+		t.Errorf("DSN recipient %s, want held", st)
+	}
+	e.SetHoldDSNs(false)
+	m2 := f.submit(sender, testBody, "b@dest.test")
+	if _, err := e.Bounce(m2.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range f.dsns() {
+		if d.msg.Recipients[0].State == queue.StateQueued {
+			return
+		}
+	}
+	t.Error("after SetHoldDSNs(false) the DSN is not queued")
+}
