@@ -1,14 +1,18 @@
 // Package queue is the relay's durable message queue.
 //
-// Message bodies live as files in a spool directory; envelopes,
-// per-recipient state, the retry schedule and running counters live in a
-// bbolt database. A body is written to the incoming directory; the message
-// is durable (and may be acknowledged with 250) once the body file, its
-// directory entry and its database record are all fsynced. Concurrent
-// writers share fsyncs of the directory and of the database (group commit
-// through bbolt's Batch). After the commit the body is renamed into the
-// spool directory, so that recovery after a crash looks only at the few
-// files left in incoming, never at the whole queue.
+// Envelopes, per-recipient state, the retry schedule and running counters
+// live in a bbolt database. A small body (up to Options.InlineMax) is
+// stored in the same database, in the same transaction as its record, so
+// that accepting it costs no file operations at all: it is durable once
+// the group commit that carries it is fsynced.
+//
+// A larger body is written to a file in the incoming directory; the
+// message is durable (and may be acknowledged with 250) once the body
+// file, its directory entry and its database record are all fsynced.
+// Concurrent writers share fsyncs of the directory and of the database
+// (group commit through bbolt's Batch). After the commit the body is
+// renamed into the spool directory, so that recovery after a crash looks
+// only at the few files left in incoming, never at the whole queue.
 //
 // Nothing the queue keeps in memory grows with the number of messages it
 // holds: leases are bounded by what is in flight, and the statistics come
@@ -20,6 +24,7 @@ package queue
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -52,7 +57,11 @@ var (
 	bucketSchedule = []byte("schedule") // due time + ID -> nil, pending messages only
 	bucketCounts   = []byte("counts")   // counter name -> int64, see account
 	bucketRemoved  = []byte("removed")  // ID -> nil: record gone, body file maybe not yet
+	bucketBodies   = []byte("bodies")   // ID -> body, for bodies stored inline
 )
+
+// DefaultInlineMax is the default of Options.InlineMax.
+const DefaultInlineMax = 64 << 10
 
 // Options tune a queue. The zero value is usable.
 type Options struct {
@@ -63,6 +72,10 @@ type Options struct {
 	MaxBatchDelay time.Duration
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
+	// InlineMax is the largest body stored in the database with its
+	// record rather than in a file of its own. Zero means
+	// DefaultInlineMax; negative stores every body in a file.
+	InlineMax int
 	// TrimInterval is how often the queue drops its memory mapping of the
 	// database (see trimMapping), so that its resident memory follows what
 	// is in use rather than the size of the queue. Zero means 5s; negative
@@ -80,6 +93,7 @@ type Queue struct {
 	log         *slog.Logger
 	now         func() time.Time
 	incoming    *dirSyncer // fsyncs incomingDir for concurrent commits
+	inlineMax   int
 
 	// unlinked are IDs in bucketRemoved whose body file is gone; the next
 	// write transaction deletes their entries.
@@ -134,6 +148,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		log:         opts.Logger,
 		now:         opts.Now,
 		incoming:    newDirSyncer(d),
+		inlineMax:   cmp.Or(opts.InlineMax, DefaultInlineMax),
 		leased:      map[string]bool{},
 		notify:      make(chan struct{}, 1),
 	}
@@ -227,7 +242,7 @@ func (q *Queue) recover() error {
 		if err != nil {
 			return err
 		}
-		for _, name := range [][]byte{bucketSchedule, bucketRemoved} {
+		for _, name := range [][]byte{bucketSchedule, bucketRemoved, bucketBodies} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -396,21 +411,30 @@ func (q *Queue) incomingPath(id string) string { return filepath.Join(q.incoming
 type Writer struct {
 	q    *Queue
 	id   string
-	f    *os.File
+	buf  []byte        // the body while it fits inline
+	f    *os.File      // the body file once it does not; nil before
 	bw   *bufio.Writer // SMTP DATA arrives a line per Read; write in blocks
 	size int64
 	done bool
 }
 
-// Create starts a new message. The body is written to the incoming
-// directory as it arrives.
+// Create starts a new message. The body is kept in memory while it fits
+// inline, and written to a file in the incoming directory once it grows
+// larger.
 func (q *Queue) Create() (*Writer, error) {
-	id := newID(q.now())
-	f, err := os.OpenFile(q.incomingPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	return &Writer{q: q, id: newID(q.now()), buf: make([]byte, 0, 4096)}, nil
+}
+
+// spill moves the body from memory into a file of its own.
+func (w *Writer) spill() error {
+	f, err := os.OpenFile(w.q.incomingPath(w.id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create spool file: %w", err)
+		return fmt.Errorf("create spool file: %w", err)
 	}
-	return &Writer{q: q, id: id, f: f, bw: bufio.NewWriterSize(f, 32*1024)}, nil
+	w.f, w.bw = f, bufio.NewWriterSize(f, 32*1024)
+	_, err = w.bw.Write(w.buf)
+	w.buf = nil
+	return err
 }
 
 // ID returns the ID the message will have once committed.
@@ -422,6 +446,16 @@ func (w *Writer) Size() int64 { return w.size }
 // Write appends to the body. Writes are buffered: an error of the disk may
 // also surface only at Commit.
 func (w *Writer) Write(p []byte) (int, error) {
+	if w.f == nil {
+		if len(w.buf)+len(p) <= w.q.inlineMax {
+			w.buf = append(w.buf, p...)
+			w.size += int64(len(p))
+			return len(p), nil
+		}
+		if err := w.spill(); err != nil {
+			return 0, fmt.Errorf("write spool file %s: %w", w.id, err)
+		}
+	}
 	n, err := w.bw.Write(p)
 	w.size += int64(n)
 	if err != nil {
@@ -437,12 +471,16 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
-	w.f.Close()
-	os.Remove(w.q.incomingPath(w.id))
+	w.buf = nil
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.q.incomingPath(w.id))
+	}
 }
 
-// Commit makes the message durable: it fsyncs the body file, its
-// directory entry and then the queue record (RFC 5321 §6.1: once the
+// Commit makes the message durable: it fsyncs the body file (if the body
+// is not inline), its directory entry and then the queue record with
+// the inline body (RFC 5321 §6.1: once the
 // server has accepted responsibility, it must not lose the message). Only
 // when Commit returns nil may the message be acknowledged. m's ID, Size,
 // ReceivedAt (if zero) and recipient states are filled in: recipients
@@ -461,17 +499,8 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 			w.Abort()
 		}
 	}()
-	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("write spool file %s: %w", w.id, err)
-	}
-	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("fsync spool file %s: %w", w.id, err)
-	}
-	if err := w.f.Close(); err != nil {
-		return fmt.Errorf("close spool file %s: %w", w.id, err)
-	}
-	if err := w.q.incoming.sync(); err != nil {
-		return fmt.Errorf("fsync incoming directory: %w", err)
+	if err := w.syncFile(); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -500,6 +529,11 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 		if err := tx.Bucket(bucketMessages).Put([]byte(w.id), val); err != nil {
 			return err
 		}
+		if w.f == nil {
+			if err := tx.Bucket(bucketBodies).Put([]byte(w.id), w.buf); err != nil {
+				return err
+			}
+		}
 		if err := delta.apply(tx); err != nil {
 			return err
 		}
@@ -513,12 +547,36 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	}
 	ok = true
 	w.done = true
+	w.buf = nil
 	// Committed: from here the body may live in either directory (Body
 	// looks in both), and recovery finishes a rename a crash interrupts.
-	if err := os.Rename(w.q.incomingPath(w.id), w.q.bodyPath(w.id)); err != nil {
-		w.q.log.Error("move committed body into the spool; it stays in incoming until restart", "queue_id", w.id, "err", err)
+	if w.f != nil {
+		if err := os.Rename(w.q.incomingPath(w.id), w.q.bodyPath(w.id)); err != nil {
+			w.q.log.Error("move committed body into the spool; it stays in incoming until restart", "queue_id", w.id, "err", err)
+		}
 	}
 	w.q.wake()
+	return nil
+}
+
+// syncFile makes a body file and its directory entry durable; an inline
+// body needs nothing here.
+func (w *Writer) syncFile() error {
+	if w.f == nil {
+		return nil
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("write spool file %s: %w", w.id, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("fsync spool file %s: %w", w.id, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("close spool file %s: %w", w.id, err)
+	}
+	if err := w.q.incoming.sync(); err != nil {
+		return fmt.Errorf("fsync incoming directory: %w", err)
+	}
 	return nil
 }
 
@@ -581,10 +639,24 @@ func put(tx *bolt.Tx, old, m *Message) error {
 	return tx.Bucket(bucketMessages).Put([]byte(m.ID), val)
 }
 
-// remove deletes a record and its schedule entry and notes the ID in the
-// removed bucket; the caller removes the body file after the transaction
-// committed (removeBody), and recovery does it if a crash came first.
-func remove(tx *bolt.Tx, m *Message) error {
+// remove deletes a record, its schedule entry and its inline body. For a
+// body in a file it notes the ID in the removed bucket and reports
+// hasFile: the caller removes the file after the transaction committed
+// (removeBody), and recovery does it if a crash came first.
+func remove(tx *bolt.Tx, m *Message) (hasFile bool, err error) {
+	if err := removeRecord(tx, m); err != nil {
+		return false, err
+	}
+	bodies := tx.Bucket(bucketBodies)
+	if bodies.Get([]byte(m.ID)) != nil {
+		return false, bodies.Delete([]byte(m.ID))
+	}
+	return true, tx.Bucket(bucketRemoved).Put([]byte(m.ID), nil)
+}
+
+// removeRecord deletes a record and its schedule entry and takes it out of
+// the counters.
+func removeRecord(tx *bolt.Tx, m *Message) error {
 	if due, ok := m.nextDue(); ok {
 		if err := tx.Bucket(bucketSchedule).Delete(scheduleKey(due, m.ID)); err != nil {
 			return err
@@ -593,9 +665,6 @@ func remove(tx *bolt.Tx, m *Message) error {
 	delta := counts{}
 	delta.add(m, -1)
 	if err := delta.apply(tx); err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketRemoved).Put([]byte(m.ID), nil); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketMessages).Delete([]byte(m.ID))
@@ -632,18 +701,63 @@ func (q *Queue) Get(id string) (*Message, error) {
 	return m, err
 }
 
-// Body opens the spooled body of a message for reading.
-func (q *Queue) Body(id string) (*os.File, error) {
+// Body is the stored body of one message, open for reading.
+type Body struct {
+	r    io.Reader
+	f    *os.File // nil for an inline body
+	size int64
+}
+
+// Read reads the body.
+func (b *Body) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// Size returns the length of the body in bytes.
+func (b *Body) Size() int64 { return b.size }
+
+// Close releases the body's file, if it has one.
+func (b *Body) Close() error {
+	if b.f != nil {
+		return b.f.Close()
+	}
+	return nil
+}
+
+// Body opens the stored body of a message for reading. An inline body is
+// copied out of the database (it is at most InlineMax bytes), so no
+// transaction stays open while it is read.
+func (q *Queue) Body(id string) (*Body, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("%q: %w", id, ErrNotFound)
+	}
+	var inline []byte
+	err := q.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketBodies).Get([]byte(id)); v != nil {
+			inline = append(make([]byte, 0, len(v)), v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read body of %s: %w", id, err)
+	}
+	if inline != nil {
+		return &Body{r: bytes.NewReader(inline), size: int64(len(inline))}, nil
 	}
 	// A body just committed may still be in incoming; look in the spool
 	// again after that in case the rename happened in between.
 	for _, p := range []string{q.bodyPath(id), q.incomingPath(id), q.bodyPath(id)} {
 		f, err := os.Open(p)
-		if !errors.Is(err, os.ErrNotExist) {
-			return f, err
+		if errors.Is(err, os.ErrNotExist) {
+			continue
 		}
+		if err != nil {
+			return nil, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("stat body of %s: %w", id, err)
+		}
+		return &Body{r: f, f: f, size: fi.Size()}, nil
 	}
 	return nil, fmt.Errorf("body of %s: %w", id, ErrNotFound)
 }
@@ -790,7 +904,7 @@ type Update struct {
 func (q *Queue) Record(id string, u Update) (*Message, error) {
 	now := q.now()
 	var m *Message
-	var finished bool
+	var finished bool // and the body is in a file, to be removed
 	// Batch: outcomes of many deliveries share one fsync. fn may run more
 	// than once, so it sets m and finished afresh each time.
 	err := q.db.Batch(func(tx *bolt.Tx) error {
@@ -833,8 +947,8 @@ func (q *Queue) Record(id string, u Update) (*Message, error) {
 			m.DelayWarned = true
 		}
 		if !m.Pending() {
-			finished = true
-			return remove(tx, old)
+			finished, err = remove(tx, old)
+			return err
 		}
 		return put(tx, old, m)
 	})
@@ -1144,6 +1258,7 @@ func (q *Queue) Delete(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("%q: %w", id, ErrNotFound)
 	}
+	var hasFile bool
 	err := q.db.Update(func(tx *bolt.Tx) error {
 		if err := q.forgetUnlinked(tx); err != nil {
 			return err
@@ -1152,12 +1267,15 @@ func (q *Queue) Delete(id string) error {
 		if err != nil {
 			return err
 		}
-		return remove(tx, m)
+		hasFile, err = remove(tx, m)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	q.removeBody(id)
+	if hasFile {
+		q.removeBody(id)
+	}
 	return nil
 }
 

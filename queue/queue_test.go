@@ -32,7 +32,14 @@ func (c *clock) add(d time.Duration) {
 
 func openTest(t *testing.T, dir string, c *clock) *Queue {
 	t.Helper()
-	opts := Options{}
+	return openTestOpts(t, dir, c, Options{})
+}
+
+// filesOnly stores every body in a file of its own.
+var filesOnly = Options{InlineMax: -1}
+
+func openTestOpts(t *testing.T, dir string, c *clock, opts Options) *Queue {
+	t.Helper()
 	if c != nil {
 		opts.Now = c.now
 	}
@@ -100,7 +107,7 @@ func TestSUB05_CommitIsDurableAndReadable(t *testing.T) {
 
 func TestRecoverFinishesWhatACrashLeftHalfDone(t *testing.T) {
 	dir := t.TempDir()
-	q := openTest(t, dir, nil)
+	q := openTestOpts(t, dir, nil, filesOnly)
 	keep := enqueue(t, q, "keep", "x@example.com")
 	unmoved := enqueue(t, q, "unmoved", "y@example.com")
 	gone := enqueue(t, q, "gone", "z@example.com")
@@ -122,7 +129,7 @@ func TestRecoverFinishesWhatACrashLeftHalfDone(t *testing.T) {
 	q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRemoved).Put([]byte(gone.ID), nil) })
 	q.Close()
 
-	q2 := openTest(t, dir, nil)
+	q2 := openTestOpts(t, dir, nil, filesOnly)
 	if _, err := os.Stat(filepath.Join(dir, "incoming", orphan)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("uncommitted body still there: %v", err)
 	}
@@ -154,7 +161,7 @@ func TestRecoverFinishesWhatACrashLeftHalfDone(t *testing.T) {
 // Body reports it, so delivery defers it with a clear error.
 func TestRecordWithoutBodyIsReportedNotDropped(t *testing.T) {
 	dir := t.TempDir()
-	q := openTest(t, dir, nil)
+	q := openTestOpts(t, dir, nil, filesOnly)
 	m := enqueue(t, q, "body", "x@example.com")
 	os.Remove(filepath.Join(dir, "spool", m.ID))
 	if _, err := q.Body(m.ID); !errors.Is(err, ErrNotFound) {
@@ -375,8 +382,14 @@ func TestHeldRecipientStaysHeldWhenDeferred(t *testing.T) {
 }
 
 func TestConcurrentCommitsShareFsyncs(t *testing.T) {
+	for name, opts := range map[string]Options{"inline": {}, "files": filesOnly, "mixed": {InlineMax: 3000}} {
+		t.Run(name, func(t *testing.T) { testConcurrentCommits(t, opts) })
+	}
+}
+
+func testConcurrentCommits(t *testing.T, opts Options) {
 	dir := t.TempDir()
-	q := openTest(t, dir, nil)
+	q := openTestOpts(t, dir, nil, opts)
 	const n = 200
 	sums := make(map[string][32]byte)
 	var mu sync.Mutex
@@ -394,7 +407,7 @@ func TestConcurrentCommitsShareFsyncs(t *testing.T) {
 	}
 	wg.Wait()
 	q.Close()
-	q2 := openTest(t, dir, nil)
+	q2 := openTestOpts(t, dir, nil, opts)
 	st, err := q2.Stats()
 	if err != nil || st.Messages != n || st.Recipients[StateQueued] != n || st.Domains["example.com"] != n {
 		t.Fatalf("stats = %+v, %v", st, err)
@@ -491,5 +504,69 @@ func TestLeaseSkipsAndRemovesStaleScheduleEntries(t *testing.T) {
 	q.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSchedule).Stats().KeyN; return nil })
 	if n != 1 {
 		t.Fatalf("%d schedule entries, want only the live one", n)
+	}
+}
+
+// A small body lives in the database with its record: no file is made,
+// it reads back byte for byte with its size, and it goes with its record.
+// A body larger than InlineMax spills into a file as it is written.
+func TestInlineBodiesAndSpill(t *testing.T) {
+	dir := t.TempDir()
+	q := openTestOpts(t, dir, nil, Options{InlineMax: 100})
+	small := strings.Repeat("s", 100)
+	large := strings.Repeat("l", 101)
+	ms := enqueue(t, q, small, "a@example.com")
+	ml := enqueue(t, q, large, "b@example.com")
+	files := func() []string {
+		var names []string
+		for _, d := range []string{"spool", "incoming"} {
+			ents, _ := os.ReadDir(filepath.Join(dir, d))
+			for _, e := range ents {
+				names = append(names, d+"/"+e.Name())
+			}
+		}
+		return names
+	}
+	if got := files(); len(got) != 1 || got[0] != "spool/"+ml.ID {
+		t.Fatalf("files %v, want only spool/%s", got, ml.ID)
+	}
+	for _, c := range []struct {
+		m    *Message
+		body string
+	}{{ms, small}, {ml, large}} {
+		b, err := q.Body(c.m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(b)
+		b.Close()
+		if string(got) != c.body || b.Size() != int64(len(c.body)) || c.m.Size != int64(len(c.body)) {
+			t.Errorf("%s: body %d bytes, Size %d, record %d; want %d", c.m.ID, len(got), b.Size(), c.m.Size, len(c.body))
+		}
+	}
+	if err := q.Delete(ms.ID); err != nil {
+		t.Fatal(err)
+	}
+	leases, _ := q.Lease(10)
+	if len(leases) != 1 || leases[0].Message.ID != ml.ID {
+		t.Fatalf("leases %+v", leases)
+	}
+	if _, err := q.Record(ml.ID, Update{Results: []Result{{Rcpt: 0, State: StateDelivered}}}); err != nil {
+		t.Fatal(err)
+	}
+	q.Unlease(ml.ID)
+	if got := files(); len(got) != 0 {
+		t.Errorf("files left after both messages left the queue: %v", got)
+	}
+	q.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketBodies).Cursor().First(); k != nil {
+			t.Errorf("inline body left: %s", k)
+		}
+		return nil
+	})
+	for _, id := range []string{ms.ID, ml.ID} {
+		if _, err := q.Body(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Body(%s) after removal: %v", id, err)
+		}
 	}
 }
