@@ -60,8 +60,15 @@ var (
 	bucketBodies   = []byte("bodies")   // ID -> body, for bodies stored inline
 )
 
-// DefaultInlineMax is the default of Options.InlineMax.
+// DefaultInlineMax is the default of Options.InlineMax. Memory for
+// bodies in flight is bounded by it: each SMTP transaction and each
+// delivery holds at most one inline body.
 const DefaultInlineMax = 64 << 10
+
+// dropAfterRead is the size from which an inline body's pages are
+// unmapped as soon as it has been copied out, so that reading large
+// bodies does not grow RSS until the next trim.
+const dropAfterRead = 16 << 10
 
 // Options tune a queue. The zero value is usable.
 type Options struct {
@@ -94,6 +101,7 @@ type Queue struct {
 	now         func() time.Time
 	incoming    *dirSyncer // fsyncs incomingDir for concurrent commits
 	inlineMax   int
+	bufs        sync.Pool // *[]byte: buffers of inline bodies, reused
 
 	// unlinked are IDs in bucketRemoved whose body file is gone; the next
 	// write transaction deletes their entries.
@@ -422,7 +430,24 @@ type Writer struct {
 // inline, and written to a file in the incoming directory once it grows
 // larger.
 func (q *Queue) Create() (*Writer, error) {
-	return &Writer{q: q, id: newID(q.now()), buf: make([]byte, 0, 4096)}, nil
+	return &Writer{q: q, id: newID(q.now()), buf: q.getBuf()}, nil
+}
+
+// getBuf returns an empty buffer for an inline body.
+func (q *Queue) getBuf() []byte {
+	if p, ok := q.bufs.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, 4096)
+}
+
+// putBuf recycles a buffer nothing refers to any more.
+func (q *Queue) putBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > 2*q.inlineMax {
+		return
+	}
+	b = b[:0]
+	q.bufs.Put(&b)
 }
 
 // spill moves the body from memory into a file of its own.
@@ -433,6 +458,7 @@ func (w *Writer) spill() error {
 	}
 	w.f, w.bw = f, bufio.NewWriterSize(f, 32*1024)
 	_, err = w.bw.Write(w.buf)
+	w.q.putBuf(w.buf)
 	w.buf = nil
 	return err
 }
@@ -471,6 +497,7 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
+	w.q.putBuf(w.buf)
 	w.buf = nil
 	if w.f != nil {
 		w.f.Close()
@@ -547,6 +574,7 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	}
 	ok = true
 	w.done = true
+	w.q.putBuf(w.buf) // the transaction that held it is committed
 	w.buf = nil
 	// Committed: from here the body may live in either directory (Body
 	// looks in both), and recovery finishes a rename a crash interrupts.
@@ -705,6 +733,8 @@ func (q *Queue) Get(id string) (*Message, error) {
 type Body struct {
 	r    io.Reader
 	f    *os.File // nil for an inline body
+	q    *Queue
+	buf  []byte // the inline body, recycled by Close
 	size int64
 }
 
@@ -719,6 +749,10 @@ func (b *Body) Close() error {
 	if b.f != nil {
 		return b.f.Close()
 	}
+	if b.buf != nil {
+		b.q.putBuf(b.buf)
+		b.buf, b.r = nil, bytes.NewReader(nil)
+	}
 	return nil
 }
 
@@ -732,7 +766,10 @@ func (q *Queue) Body(id string) (*Body, error) {
 	var inline []byte
 	err := q.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketBodies).Get([]byte(id)); v != nil {
-			inline = append(make([]byte, 0, len(v)), v...)
+			inline = append(q.getBuf(), v...)
+			if len(v) >= dropAfterRead {
+				return dropMappedBytes(v)
+			}
 		}
 		return nil
 	})
@@ -740,7 +777,7 @@ func (q *Queue) Body(id string) (*Body, error) {
 		return nil, fmt.Errorf("read body of %s: %w", id, err)
 	}
 	if inline != nil {
-		return &Body{r: bytes.NewReader(inline), size: int64(len(inline))}, nil
+		return &Body{r: bytes.NewReader(inline), q: q, buf: inline, size: int64(len(inline))}, nil
 	}
 	// A body just committed may still be in incoming; look in the spool
 	// again after that in case the rename happened in between.

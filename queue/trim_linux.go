@@ -2,7 +2,10 @@
 
 package queue
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
 // dropMappedPages tells the kernel the process no longer needs its mapping
 // of size bytes at addr (madvise MADV_DONTNEED). bbolt maps the database
@@ -18,4 +21,18 @@ func dropMappedPages(addr uintptr, size int64) error {
 		return errno
 	}
 	return nil
+}
+
+// dropMappedBytes drops the process's mapping of the pages that hold b, a
+// slice of the database mapping that was just copied out (see
+// dropMappedPages). Call it only inside the read transaction b came from.
+func dropMappedBytes(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	pageSize := uintptr(syscall.Getpagesize())
+	start := uintptr(unsafe.Pointer(&b[0]))
+	end := start + uintptr(len(b))
+	start &^= pageSize - 1
+	return dropMappedPages(start, int64(end-start))
 }

@@ -45,7 +45,7 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		i := bytes.IndexAny(p, "\r\n")
+		i := indexLineBreak(p)
 		if i < 0 {
 			if _, err := d.w.Write(p); err != nil {
 				return 0, err
@@ -82,4 +82,18 @@ func (d *dotWriter) Close() error {
 	d.cr, d.bol = false, true
 	_, err := d.w.Write([]byte(".\r\n"))
 	return err
+}
+
+// indexLineBreak returns the index of the first CR or LF in p, or -1. Two
+// IndexByte scans (vectorised) beat one IndexAny over a message body.
+func indexLineBreak(p []byte) int {
+	i := bytes.IndexByte(p, '\n')
+	limit := p
+	if i >= 0 {
+		limit = p[:i]
+	}
+	if j := bytes.IndexByte(limit, '\r'); j >= 0 {
+		return j
+	}
+	return i
 }

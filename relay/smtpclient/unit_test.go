@@ -180,3 +180,24 @@ func TestTimeoutDefaults(t *testing.T) {
 		t.Errorf("withDefaults = %+v, want %+v", got, want)
 	}
 }
+
+// indexLineBreak finds what bytes.IndexAny(p, "\r\n") finds.
+func TestIndexLineBreakAgreesWithIndexAny(t *testing.T) {
+	alphabet := []byte("ab.\r\n")
+	for n := range 6 {
+		// every string of length n over the alphabet
+		total := 1
+		for range n {
+			total *= len(alphabet)
+		}
+		for k := range total {
+			p := make([]byte, n)
+			for i, v := 0, k; i < n; i, v = i+1, v/len(alphabet) {
+				p[i] = alphabet[v%len(alphabet)]
+			}
+			if got, want := indexLineBreak(p), bytes.IndexAny(p, "\r\n"); got != want {
+				t.Fatalf("indexLineBreak(%q) = %d, want %d", p, got, want)
+			}
+		}
+	}
+}
