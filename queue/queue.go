@@ -85,7 +85,7 @@ type Options struct {
 	InlineMax int
 	// TrimInterval is how often the queue drops its memory mapping of the
 	// database (see trimMapping), so that its resident memory follows what
-	// is in use rather than the size of the queue. Zero means 1s; negative
+	// is in use rather than the size of the queue. Zero means 100ms; negative
 	// never.
 	TrimInterval time.Duration
 }
@@ -171,7 +171,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	if opts.TrimInterval >= 0 {
-		q.startTrimming(cmp.Or(opts.TrimInterval, time.Second))
+		q.startTrimming(cmp.Or(opts.TrimInterval, 100*time.Millisecond))
 	}
 	return q, nil
 }
