@@ -1195,28 +1195,35 @@ func (q *Queue) modify(id string, fn func(r *Recipient, now time.Time) bool) (in
 	now := q.now()
 	changed := 0
 	err := q.db.Update(func(tx *bolt.Tx) error {
-		old, err := get(tx, id)
-		if err != nil {
-			return err
-		}
-		m := *old
-		m.Recipients = append([]Recipient(nil), old.Recipients...)
-		changed = 0
-		for i := range m.Recipients {
-			if fn(&m.Recipients[i], now) {
-				m.Recipients[i].UpdatedAt = now
-				changed++
-			}
-		}
-		if changed == 0 {
-			return nil
-		}
-		return put(tx, old, &m)
+		var err error
+		changed, err = modifyIn(tx, id, fn, now)
+		return err
 	})
 	if err == nil && changed > 0 {
 		q.wake()
 	}
 	return changed, err
+}
+
+// modifyIn is modify inside a write transaction.
+func modifyIn(tx *bolt.Tx, id string, fn func(r *Recipient, now time.Time) bool, now time.Time) (int, error) {
+	old, err := get(tx, id)
+	if err != nil {
+		return 0, err
+	}
+	m := *old
+	m.Recipients = append([]Recipient(nil), old.Recipients...)
+	changed := 0
+	for i := range m.Recipients {
+		if fn(&m.Recipients[i], now) {
+			m.Recipients[i].UpdatedAt = now
+			changed++
+		}
+	}
+	if changed == 0 {
+		return 0, nil
+	}
+	return changed, put(tx, old, &m)
 }
 
 // Hold stops delivery of a message's pending recipients until Release. An
@@ -1244,14 +1251,21 @@ func (q *Queue) Release(id string) (int, error) {
 
 // Retry makes a message's deferred and queued recipients due now.
 func (q *Queue) Retry(id string) (int, error) {
-	return q.modify(id, func(r *Recipient, now time.Time) bool {
-		if !r.State.Pending() || !r.NextAttempt.After(now) {
-			return false
-		}
-		r.NextAttempt = now
-		return true
-	})
+	return q.modify(id, retryNow)
 }
+
+// retryNow makes a pending recipient that waits for a later attempt due
+// now.
+func retryNow(r *Recipient, now time.Time) bool {
+	if !r.State.Pending() || !r.NextAttempt.After(now) {
+		return false
+	}
+	r.NextAttempt = now
+	return true
+}
+
+// retryBatch is how many messages RetryWhere changes per transaction.
+const retryBatch = 1000
 
 // RetryWhere makes pending recipients due now in every message that has a
 // pending recipient matching domain ("" for all). It returns the number of
@@ -1264,30 +1278,86 @@ func (q *Queue) RetryWhere(domain string) (int, error) {
 // each message it looked at with the number done so far and the number
 // of matching messages (for progress reports on a large queue).
 func (q *Queue) RetryWhereProgress(domain string, progress func(done, total int)) (int, error) {
-	var ids []string
-	err := q.forEach(func(m *Message) bool {
-		if (Filter{Domain: domain}).match(m) {
-			ids = append(ids, m.ID)
-		}
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for i, id := range ids {
-		c, err := q.Retry(id)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return n, err
-		}
-		if c > 0 {
-			n++
-		}
-		if progress != nil {
-			progress(i+1, len(ids))
+	f := Filter{Domain: domain}
+	total := 0
+	if progress != nil {
+		err := q.forEach(func(m *Message) bool {
+			if f.match(m) {
+				total++
+			}
+			return true
+		})
+		if err != nil {
+			return 0, err
 		}
 	}
-	return n, nil
+	// Walk the records in batches, changing each batch in one
+	// transaction: one fsync per batch, and memory bounded by a batch
+	// whatever the size of the queue.
+	now := q.now()
+	var after []byte // last key looked at
+	changed, done := 0, 0
+	for {
+		var ids []string
+		end := true
+		err := q.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketMessages).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
+				var m Message
+				if err := json.Unmarshal(v, &m); err != nil {
+					return fmt.Errorf("decode message %s: %w", k, err)
+				}
+				if f.match(&m) {
+					ids = append(ids, m.ID)
+				}
+				after = append(after[:0], k...)
+				if len(ids) == retryBatch {
+					end = false
+					break
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return changed, err
+		}
+		if len(ids) > 0 {
+			err = q.db.Update(func(tx *bolt.Tx) error {
+				n := 0
+				for _, id := range ids {
+					c, err := modifyIn(tx, id, retryNow, now)
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						return err
+					}
+					if c > 0 {
+						n++
+					}
+				}
+				changed += n
+				return nil
+			})
+			if err != nil {
+				return changed, err
+			}
+			done += len(ids)
+			if progress != nil {
+				progress(min(done, max(total, done)), max(total, done))
+			}
+		}
+		if end {
+			break
+		}
+	}
+	if changed > 0 {
+		q.wake()
+	}
+	return changed, nil
 }
 
 // Delete removes a message and its body without notice to anyone.

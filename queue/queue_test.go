@@ -570,3 +570,52 @@ func TestInlineBodiesAndSpill(t *testing.T) {
 		}
 	}
 }
+
+// RetryWhere walks a queue larger than one batch, changes every matching
+// message once, and reports progress up to the total.
+func TestRetryWhereInBatches(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	q := openTest(t, t.TempDir(), c)
+	const n = retryBatch*2 + 50
+	var wg sync.WaitGroup
+	for w := range 20 {
+		wg.Go(func() {
+			for i := w; i < n; i += 20 {
+				domain := "a.example"
+				if i%2 == 1 {
+					domain = "b.example"
+				}
+				enqueue(t, q, "x", "r@"+domain)
+			}
+		})
+	}
+	wg.Wait()
+	// Defer everything by an hour.
+	later := c.now().Add(time.Hour)
+	for {
+		leases, err := q.Lease(500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(leases) == 0 {
+			break
+		}
+		for _, l := range leases {
+			if _, err := q.Record(l.Message.ID, Update{Results: []Result{{Rcpt: 0, State: StateDeferred, NextAttempt: later}}}); err != nil {
+				t.Fatal(err)
+			}
+			q.Unlease(l.Message.ID)
+		}
+	}
+	var last, lastTotal int
+	changed, err := q.RetryWhereProgress("b.example", func(done, total int) { last, lastTotal = done, total })
+	if err != nil || changed != n/2 {
+		t.Fatalf("retry b.example: %d changed, %v; want %d", changed, err, n/2)
+	}
+	if last != n/2 || lastTotal != n/2 {
+		t.Errorf("last progress %d of %d, want %d of %d", last, lastTotal, n/2, n/2)
+	}
+	if got, _ := q.Lease(n); len(got) != n/2 {
+		t.Errorf("%d messages due after the retry, want %d", len(got), n/2)
+	}
+}
