@@ -109,3 +109,15 @@ echo "after restart (+2s): $(mem)"
 echo "queue inspect (after restart): $(inspect) s"
 sleep 10
 echo "after restart (+12s): $(mem)"
+# Every message due at once: the relay retries the whole queue.
+t0=$(date +%s.%N)
+"$bin/relayctl" --config "$run/relay.toml" queue retry --all >"$run/retry.txt" 2>&1 || die "retry --all failed: $(tail -2 "$run/retry.txt")"
+t1=$(date +%s.%N)
+echo "queue retry --all: $(echo "$t1 - $t0" | bc) s ($(tail -1 "$run/retry.txt"))"
+rm -f "$run/rss.peak"; sample_rss & sampler=$!
+a0=$(awk '/^Messages:/{print $2}' "$run/inspect.txt")
+sleep 30
+kill "$sampler" 2>/dev/null || true
+echo "retry storm, 30 s after retry --all: peak VmRSS $(awk '{printf "%.1f MiB", $1/1024}' "$run/rss.peak" 2>/dev/null); now: $(mem)"
+"$bin/relayctl" --config "$run/relay.toml" --json queue inspect >"$run/inspect.json" 2>/dev/null || true
+echo "  next retry after the storm: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("next_retry"))' "$run/inspect.json" 2>/dev/null) (messages: ${a0:-?})"
