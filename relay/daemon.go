@@ -267,6 +267,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		})
 	}
 	if mailbox != nil {
+		mx.RegisterReportMail(func() metrics.ReportMailCounts {
+			st := mailbox.srv.Stats()
+			return metrics.ReportMailCounts{Messages: st.Messages, Stored: st.Stored, Duplicates: st.Duplicates, Invalid: st.Invalid}
+		})
 		wg.Go(func() { mailbox.serve(errc) })
 	}
 	var metricsSrv *http.Server

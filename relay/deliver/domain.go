@@ -389,6 +389,12 @@ func (e *Engine) attemptOnce(ctx context.Context, m *queue.Message, host string,
 		}
 	} else {
 		att.Verification = "no TLS"
+		if hp.Kind == secpolicy.KindOpportunistic {
+			// RFC 8460 §4.3.2.1: a session without TLS to a domain
+			// with no policy (policy type no-policy-found) is a failure
+			// of type starttls-not-supported.
+			att.ResultType = "starttls-not-supported"
+		}
 		if hp.Kind == secpolicy.KindMTASTSTesting {
 			// STS14: enforce would have required STARTTLS.
 			att.Verification = "MTA-STS testing, enforce would fail: no TLS"

@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/relaysec/relay/internal/testnet"
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/relay/dsn"
+	"github.com/relaysec/relay/relay/tlsstats"
 	"github.com/relaysec/relay/secpolicy"
 )
 
@@ -1585,4 +1587,32 @@ func TestDSNsHeldUnderDeliveryHold(t *testing.T) {
 		}
 	}
 	t.Error("after SetHoldDSNs(false) the DSN is not queued")
+}
+
+// A cleartext session to a domain without a policy counts for TLS
+// reporting as a failure of type starttls-not-supported under
+// no-policy-found (RFC 8460 §4.3.2.1); a TLS session counts as a success.
+func TestTLS01_CleartextSessionCountedForTLSReporting(t *testing.T) {
+	rec, err := tlsstats.Open(filepath.Join(t.TempDir(), "tls-stats.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	f := newEngineFixture(t)
+	f.opts.TLSStats = rec
+	f.twoMX()
+	mx1 := f.receiver("127.0.0.11", testnet.SMTPOptions{})
+	f.start()
+	m := f.submit(sender, testBody, "bob@dest.test")
+	mx1.WaitMessages(t, 1, 10*time.Second)
+	f.waitGone(m.ID)
+	counts, err := rec.Query("", "", "dest.test")
+	if err != nil || len(counts) != 1 {
+		t.Fatalf("counts %+v, %v", counts, err)
+	}
+	c := counts[0]
+	if c.PolicyType != tlsstats.PolicyNoPolicy || c.Success != 0 || c.Failure != 1 ||
+		len(c.Failures) != 1 || c.Failures[0].ResultType != "starttls-not-supported" {
+		t.Errorf("counts %+v, want one starttls-not-supported failure under no-policy-found", c)
+	}
 }

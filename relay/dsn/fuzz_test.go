@@ -44,13 +44,13 @@ func FuzzBuild(f *testing.F) {
 			}
 			return
 		}
-		// The original is copied unchanged, so only what precedes it is
-		// Build's own text.
+		// The original is copied unchanged, so only what precedes it (up
+		// to the end of the header of the third part, which carries it)
+		// is Build's own text. Searching for the original itself can
+		// match inside Build's text ("\n" does, in the first CRLF).
 		own := out
 		if orig != "" {
-			if i := bytes.Index(out, []byte(orig)); i >= 0 {
-				own = out[:i]
-			}
+			own = upToOriginal(out)
 		}
 		for i, line := range bytes.Split(own, []byte("\r\n")) {
 			if bytes.ContainsAny(line, "\r\n") {
@@ -68,4 +68,23 @@ func FuzzBuild(f *testing.F) {
 			t.Fatalf("%d per-recipient blocks, want 2\n%s", len(rep.PerRecipient), out)
 		}
 	})
+}
+
+// upToOriginal returns a DSN up to the body of its third part (the
+// original message), or all of it when it has no third part.
+func upToOriginal(out []byte) []byte {
+	const desc = "\r\nContent-Description: "
+	at := 0
+	for n := 0; n < 3; n++ {
+		i := bytes.Index(out[at:], []byte(desc))
+		if i < 0 {
+			return out
+		}
+		at += i + len(desc)
+	}
+	end := bytes.Index(out[at:], []byte("\r\n\r\n"))
+	if end < 0 {
+		return out
+	}
+	return out[:at+end+4]
 }

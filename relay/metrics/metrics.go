@@ -325,3 +325,39 @@ type mtastsHook struct{ m *Metrics }
 func (h mtastsHook) Fetch(outcome string) { h.m.mtastsFetches.WithLabelValues(outcome).Inc() }
 
 func (h mtastsHook) CacheHit() { h.m.mtastsCacheHits.Inc() }
+
+// ReportMailCounts are the running totals of the TLS report mailbox.
+type ReportMailCounts struct {
+	Messages, Stored, Duplicates, Invalid int64
+}
+
+// RegisterReportMail exports the totals of the TLS report mailbox, read
+// from counts at every scrape: relay_tlsrpt_mail_messages_total and
+// relay_tlsrpt_mail_reports_total{outcome="stored|duplicate|invalid"},
+// beside relay_tlsrpt_reports_total of the HTTPS endpoint.
+func (m *Metrics) RegisterReportMail(counts func() ReportMailCounts) {
+	m.reg.MustRegister(&reportMailCollector{
+		counts:   counts,
+		messages: prometheus.NewDesc("relay_tlsrpt_mail_messages_total", "Messages the TLS report mailbox received.", nil, nil),
+		reports: prometheus.NewDesc("relay_tlsrpt_mail_reports_total",
+			"TLS reports received by email, by outcome (stored, duplicate; invalid: a message without a valid report).", []string{"outcome"}, nil),
+	})
+}
+
+type reportMailCollector struct {
+	counts            func() ReportMailCounts
+	messages, reports *prometheus.Desc
+}
+
+func (c *reportMailCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.messages
+	ch <- c.reports
+}
+
+func (c *reportMailCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.counts()
+	ch <- prometheus.MustNewConstMetric(c.messages, prometheus.CounterValue, float64(n.Messages))
+	for outcome, v := range map[string]int64{"stored": n.Stored, "duplicate": n.Duplicates, "invalid": n.Invalid} {
+		ch <- prometheus.MustNewConstMetric(c.reports, prometheus.CounterValue, float64(v), outcome)
+	}
+}

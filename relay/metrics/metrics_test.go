@@ -167,3 +167,29 @@ func TestQueueGauges(t *testing.T) {
 		t.Errorf("queue read %d times, want 2 after the cache time", n)
 	}
 }
+
+// The report mailbox's totals are read at every scrape.
+func TestReportMailCounts(t *testing.T) {
+	m := New(Options{Version: "test"})
+	n := ReportMailCounts{Messages: 5, Stored: 3, Duplicates: 1, Invalid: 1}
+	m.RegisterReportMail(func() ReportMailCounts { return n })
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"relay_tlsrpt_mail_messages_total", nil, 5},
+		{"relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "stored"}, 3},
+		{"relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "duplicate"}, 1},
+		{"relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "invalid"}, 1},
+	}
+	for _, c := range checks {
+		if got, ok := value(t, m, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	n.Stored = 4
+	if got, _ := value(t, m, "relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "stored"}); got != 4 {
+		t.Errorf("stored after a new report = %v, want 4", got)
+	}
+}
