@@ -81,18 +81,7 @@ func TestStoreErrorDiskFull(t *testing.T) {
 // took freed, the next message is accepted. It needs root (mount); it is
 // skipped otherwise.
 func TestDiskFullDuringData(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mounts a tmpfs")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v %s", dir, err, out)
-		}
-	})
+	dir := smallTmpfs(t)
 	q, err := queue.Open(filepath.Join(dir, "queue"), queue.Options{})
 	if err != nil {
 		t.Skipf("queue on a 2 MiB tmpfs: %v", err)
@@ -150,5 +139,104 @@ func TestDiskFullDuringData(t *testing.T) {
 	defer f.Close()
 	if b, _ := io.ReadAll(f); !strings.HasSuffix(string(b), small) {
 		t.Errorf("first body now %q", b)
+	}
+}
+
+// smallTmpfs mounts a 2 MiB tmpfs for the test, or skips it without root.
+func smallTmpfs(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("mounts a tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// With the disk already full, small messages (stored inline in the queue
+// database) either get 250 and are kept, body and all, across a reopen,
+// or get 452 4.3.1 and leave nothing behind; once space is freed, mail is
+// accepted again.
+func TestDiskFullSmallInlineMessages(t *testing.T) {
+	dir := smallTmpfs(t)
+	qdir := filepath.Join(dir, "queue")
+	q, err := queue.Open(qdir, queue.Options{})
+	if err != nil {
+		t.Skipf("queue on a 2 MiB tmpfs: %v", err)
+	}
+	r := serveIntake(t, q, nil)
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the disk: %v", err)
+			}
+			break
+		}
+	}
+	f.Close()
+
+	c := r.dial(t, "127.0.0.2", "plain")
+	acked := map[string]bool{} // subject of every message acknowledged
+	for i := range 20 {
+		subject := fmt.Sprintf("small %d", i)
+		err := send(c, "a@example.org", []string{"b@example.com"}, "Subject: "+subject+"\r\n\r\nbody\r\n")
+		var e *smtp.SMTPError
+		switch {
+		case err == nil:
+			acked[subject] = true
+		case errors.As(err, &e) && e.Code == 452 && e.EnhancedCode == (smtp.EnhancedCode{4, 3, 1}):
+			c.Reset()
+		default:
+			t.Fatalf("message %d on a full disk: %v, want 250 or 452 4.3.1", i, err)
+		}
+	}
+	t.Logf("%d of 20 messages accepted on the full disk", len(acked))
+	c.Close()
+	q.Close()
+
+	q, err = queue.Open(qdir, queue.Options{})
+	if err != nil {
+		t.Fatalf("reopen after the disk filled: %v", err)
+	}
+	defer q.Close()
+	msgs, err := q.List(queue.Filter{})
+	if err != nil || len(msgs) != len(acked) {
+		t.Fatalf("%d messages queued (%v), %d acknowledged", len(msgs), err, len(acked))
+	}
+	for _, m := range msgs {
+		b, err := q.Body(m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(b)
+		b.Close()
+		subject := ""
+		if i := strings.Index(string(body), "Subject: "); i >= 0 {
+			subject = strings.SplitN(string(body[i+9:]), "\r\n", 2)[0]
+		}
+		if !acked[subject] || !strings.HasSuffix(string(body), "\r\n\r\nbody\r\n") {
+			t.Errorf("queued message %s: subject %q, body %q", m.ID, subject, body)
+		}
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	r = serveIntake(t, q, nil)
+	c = r.dial(t, "127.0.0.2", "plain")
+	if err := send(c, "a@example.org", []string{"b@example.com"}, "Subject: after\r\n\r\nbody\r\n"); err != nil {
+		t.Fatalf("message after space was freed: %v", err)
 	}
 }
