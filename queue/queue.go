@@ -1280,7 +1280,15 @@ func (q *Queue) RetryWhere(domain string) (int, error) {
 func (q *Queue) RetryWhereProgress(domain string, progress func(done, total int)) (int, error) {
 	f := Filter{Domain: domain}
 	total := 0
-	if progress != nil {
+	switch {
+	case progress != nil && domain == "":
+		// Every message matches: the counters know how many there are.
+		st, err := q.Stats()
+		if err != nil {
+			return 0, err
+		}
+		total = st.Messages
+	case progress != nil:
 		err := q.forEach(func(m *Message) bool {
 			if f.match(m) {
 				total++
