@@ -36,11 +36,7 @@ func TestHooksCount(t *testing.T) {
 	m.ObservePolicyRequest(200)
 	m.ObserveReload(false)
 
-	checks := []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	checkValues(t, m, []valueCheck{
 		{"relay_intake_sessions_total", nil, 1},
 		{"relay_intake_rejections_total", map[string]string{"reason": "relay_denied"}, 1},
 		{"relay_intake_messages_total", nil, 1},
@@ -60,15 +56,26 @@ func TestHooksCount(t *testing.T) {
 		{"relay_config_reloads_total", map[string]string{"result": "failure"}, 1},
 		{"relay_config_last_reload_successful", nil, 0},
 		{"relay_build_info", map[string]string{"version": "test"}, 1},
-	}
-	for _, c := range checks {
-		got, ok := value(t, m, c.name, c.labels)
-		if !ok || got != c.want {
-			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	})
 	if _, ok := value(t, m, "go_goroutines", nil); !ok {
 		t.Error("no Go runtime metrics")
+	}
+}
+
+// valueCheck is a metric's expected value: see value.
+type valueCheck struct {
+	name   string
+	labels map[string]string
+	want   float64
+}
+
+// checkValues reports every metric whose value is not the one wanted.
+func checkValues(t *testing.T, m *Metrics, checks []valueCheck) {
+	t.Helper()
+	for _, c := range checks {
+		if got, ok := value(t, m, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
 	}
 }
 
@@ -173,21 +180,12 @@ func TestReportMailCounts(t *testing.T) {
 	m := New(Options{Version: "test"})
 	n := ReportMailCounts{Messages: 5, Stored: 3, Duplicates: 1, Invalid: 1}
 	m.RegisterReportMail(func() ReportMailCounts { return n })
-	checks := []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	checkValues(t, m, []valueCheck{
 		{"relay_tlsrpt_mail_messages_total", nil, 5},
 		{"relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "stored"}, 3},
 		{"relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "duplicate"}, 1},
 		{"relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "invalid"}, 1},
-	}
-	for _, c := range checks {
-		if got, ok := value(t, m, c.name, c.labels); !ok || got != c.want {
-			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	})
 	n.Stored = 4
 	if got, _ := value(t, m, "relay_tlsrpt_mail_reports_total", map[string]string{"outcome": "stored"}); got != 4 {
 		t.Errorf("stored after a new report = %v, want 4", got)
