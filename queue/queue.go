@@ -550,24 +550,13 @@ func (w *Writer) Commit(ctx context.Context, m *Message) error {
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", w.id, err)
 	}
-	delta := counts{}
-	delta.add(m, 1)
 	err = w.q.db.Batch(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketMessages).Put([]byte(w.id), val); err != nil {
-			return err
-		}
 		if w.f == nil {
 			if err := tx.Bucket(bucketBodies).Put([]byte(w.id), w.buf); err != nil {
 				return err
 			}
 		}
-		if err := delta.apply(tx); err != nil {
-			return err
-		}
-		if due, ok := m.nextDue(); ok {
-			return tx.Bucket(bucketSchedule).Put(scheduleKey(due, w.id), nil)
-		}
-		return nil // held: not scheduled until released
+		return putEncoded(tx, nil, m, val) // held recipients are not scheduled
 	})
 	if err != nil {
 		return fmt.Errorf("store queue record %s: %w", w.id, err)
@@ -639,6 +628,16 @@ func get(tx *bolt.Tx, id string) (*Message, error) {
 // to the new one; a message with no pending recipient left is not
 // scheduled.
 func put(tx *bolt.Tx, old, m *Message) error {
+	val, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode message %s: %w", m.ID, err)
+	}
+	return putEncoded(tx, old, m, val)
+}
+
+// putEncoded is put with m already encoded as val. Commit encodes outside
+// its group commit, whose functions all run in one goroutine.
+func putEncoded(tx *bolt.Tx, old, m *Message, val []byte) error {
 	sched := tx.Bucket(bucketSchedule)
 	if old != nil {
 		if due, ok := old.nextDue(); ok {
@@ -659,10 +658,6 @@ func put(tx *bolt.Tx, old, m *Message) error {
 	delta.add(m, 1)
 	if err := delta.apply(tx); err != nil {
 		return err
-	}
-	val, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
 	return tx.Bucket(bucketMessages).Put([]byte(m.ID), val)
 }
@@ -880,17 +875,14 @@ func (q *Queue) Lease(max int) ([]Lease, error) {
 // operation on the whole message such as an administrator's bounce. It
 // fails with ErrLeased while a delivery worker has the message.
 func (q *Queue) LeaseMessage(id string) (Lease, error) {
-	m, err := q.Get(id)
-	if err != nil {
-		return Lease{}, err
-	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.leased[id] {
 		return Lease{}, fmt.Errorf("%s: %w", id, ErrLeased)
 	}
-	// Read again under the lock: a worker may have finished it between.
-	if m, err = q.Get(id); err != nil {
+	// Read under the lock, as Lease does: no worker can take it meanwhile.
+	m, err := q.Get(id)
+	if err != nil {
 		return Lease{}, err
 	}
 	l := Lease{Message: m}
@@ -1055,25 +1047,33 @@ func (q *Queue) List(f Filter) ([]*Message, error) {
 // forEach calls fn for every message in ID (arrival) order until fn
 // returns false.
 func (q *Queue) forEach(fn func(*Message) bool) error {
-	err := q.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+	return q.forEachAfter("", fn)
+}
+
+// forEachAfter is forEach in one read transaction over the messages whose
+// ID sorts after the ID after ("" for all), so that a long walk can go in
+// several transactions.
+func (q *Queue) forEachAfter(after string, fn func(*Message) bool) error {
+	return q.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketMessages).Cursor()
+		k, v := c.First()
+		if after != "" {
+			if k, v = c.Seek([]byte(after)); k != nil && string(k) == after {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
 			var m Message
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("decode message %s: %w", k, err)
 			}
 			if !fn(&m) {
-				return errStop
+				return nil
 			}
-			return nil
-		})
-	})
-	if errors.Is(err, errStop) {
+		}
 		return nil
-	}
-	return err
+	})
 }
-
-var errStop = errors.New("stop")
 
 // Stats summarises the queue for `relayctl queue inspect`.
 type Stats struct {
@@ -1303,34 +1303,21 @@ func (q *Queue) RetryWhereProgress(domain string, progress func(done, total int)
 	// transaction: one fsync per batch, and memory bounded by a batch
 	// whatever the size of the queue.
 	now := q.now()
-	var after []byte // last key looked at
+	after := "" // ID of the last message looked at
 	changed, done := 0, 0
 	for {
 		var ids []string
 		end := true
-		err := q.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketMessages).Cursor()
-			k, v := c.First()
-			if after != nil {
-				if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
-					k, v = c.Next()
-				}
+		err := q.forEachAfter(after, func(m *Message) bool {
+			after = m.ID
+			if f.match(m) {
+				ids = append(ids, m.ID)
 			}
-			for ; k != nil; k, v = c.Next() {
-				var m Message
-				if err := json.Unmarshal(v, &m); err != nil {
-					return fmt.Errorf("decode message %s: %w", k, err)
-				}
-				if f.match(&m) {
-					ids = append(ids, m.ID)
-				}
-				after = append(after[:0], k...)
-				if len(ids) == retryBatch {
-					end = false
-					break
-				}
+			if len(ids) == retryBatch {
+				end = false
+				return false
 			}
-			return nil
+			return true
 		})
 		if err != nil {
 			return changed, err
