@@ -65,15 +65,8 @@ func (e *Engine) Bounce(id string) (int, error) {
 	if err := e.queueDSNs(l.Message, outs, false, now); err != nil {
 		return 0, fmt.Errorf("bounce %s: queue the delivery status notification: %w", id, err)
 	}
-	upd := queue.Update{}
-	for _, o := range outs {
-		upd.Results = append(upd.Results, queue.Result{Rcpt: o.rcpt, State: o.state, Error: o.errorText()})
-	}
-	if _, err := e.q.Record(id, upd); err != nil {
+	if err := e.recordOutcomes(l.Message, outs, nil, false); err != nil {
 		return 0, fmt.Errorf("bounce %s: %w", id, err)
-	}
-	for _, o := range outs {
-		e.metrics.Outcome(o.state, "")
 	}
 	e.log.Info("message bounced by the administrator", "queue_id", id, "recipients", len(outs))
 	return len(outs), nil

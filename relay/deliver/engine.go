@@ -305,14 +305,23 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 		}
 		delayWarn = false
 	}
-	upd := queue.Update{Attempts: attempts, DelayWarned: delayWarn}
 	for _, o := range outcomes {
-		upd.Results = append(upd.Results, queue.Result{Rcpt: o.rcpt, State: o.state, NextAttempt: o.nextAttempt, Error: o.errorText()})
 		log.Info("recipient "+string(o.state), "rcpt", m.Recipients[o.rcpt].Addr, "status", o.status, "mx", o.remoteMTA, "detail", o.errorText())
 	}
-	if _, err := e.q.Record(m.ID, upd); err != nil {
+	if err := e.recordOutcomes(m, outcomes, attempts, delayWarn); err != nil {
 		log.Error("record delivery outcome", "err", err)
-		return
+	}
+}
+
+// recordOutcomes commits the outcomes and attempts on one message in one
+// transaction, then counts them in the metrics.
+func (e *Engine) recordOutcomes(m *queue.Message, outcomes []outcome, attempts []queue.Attempt, delayWarned bool) error {
+	upd := queue.Update{Attempts: attempts, DelayWarned: delayWarned}
+	for _, o := range outcomes {
+		upd.Results = append(upd.Results, queue.Result{Rcpt: o.rcpt, State: o.state, NextAttempt: o.nextAttempt, Error: o.errorText()})
+	}
+	if _, err := e.q.Record(m.ID, upd); err != nil {
+		return err
 	}
 	for _, a := range attempts {
 		e.metrics.Attempt(a)
@@ -320,6 +329,7 @@ func (e *Engine) deliverMessage(ctx context.Context, l queue.Lease) {
 	for _, o := range outcomes {
 		e.metrics.Outcome(o.state, o.policy)
 	}
+	return nil
 }
 
 // countSessions records the TLS sessions of attempts for TLS reporting
