@@ -62,6 +62,9 @@ type Options struct {
 	MaxConnectionsPerIP int
 	CommandTimeout      time.Duration
 	DataTimeout         time.Duration
+	// slowData makes go-smtp decode every message (see dataConn); for
+	// tests that compare both ways.
+	slowData bool
 	// AuthFailureDelay slows down password guessing; zero means 1s.
 	AuthFailureDelay time.Duration
 	// Hold queues every accepted message on hold; SetHold changes it.
@@ -193,6 +196,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lnMu.Unlock()
 	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: s.opts.TLS != TLSImplicit, Log: s.log,
 		OnRefuse: func() { s.metrics.Rejected(RejectConnectionLimit) }})
+	if s.opts.TLS != TLSImplicit {
+		ln = dataListener{ln}
+	}
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS
 		// state; STARTTLS is not offered on an already encrypted session.
@@ -467,6 +473,7 @@ func validAddress(a string) bool {
 // header prepended, fsynced with its queue record, and only then
 // acknowledged (checklist SUB05, SMTP03).
 func (s *session) Data(r io.Reader) error {
+	fast := s.fastData() // first: it counts every Data call
 	if s.from == nil || len(s.rcpts) == 0 {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
 	}
@@ -484,8 +491,7 @@ func (s *session) Data(r io.Reader) error {
 		s.srv.metrics.Rejected(RejectStoreFailed)
 		return storeError(err)
 	}
-	src := &smtpconn.IdleTimeoutReader{R: r, Conn: s.conn.Conn(), Timeout: s.srv.opts.DataTimeout}
-	if _, err := copyBody(w, src); err != nil {
+	if err := s.readBody(w, r, fast); err != nil {
 		var smtpErr *smtp.SMTPError
 		switch {
 		case errors.As(err, &smtpErr):
@@ -535,6 +541,34 @@ func (s *session) Data(r io.Reader) error {
 }
 
 var errSpoolWrite = errors.New("spool write")
+
+// fastData returns the session's connection if Data may read the message
+// from it directly (see dataConn), nil if go-smtp's reader must.
+func (s *session) fastData() *dataConn {
+	dc, ok := s.conn.Conn().(*dataConn)
+	if !ok || !dc.startData() || s.srv.opts.slowData {
+		return nil
+	}
+	return dc
+}
+
+// readBody copies the message into w: through the fast path while it
+// can, then through go-smtp's reader r.
+func (s *session) readBody(w io.Writer, r io.Reader, dc *dataConn) error {
+	if dc != nil {
+		lim := dataLimits{MaxBytes: s.srv.opts.MaxMessageBytes, MaxLine: s.srv.opts.MaxLineLength, Timeout: s.srv.opts.DataTimeout}
+		n, done, err := dc.readData(w, lim)
+		if err != nil || done {
+			return err
+		}
+		if lim.MaxBytes > 0 {
+			r = &remainingLimit{R: r, N: lim.MaxBytes - n}
+		}
+	}
+	src := &smtpconn.IdleTimeoutReader{R: r, Conn: s.conn.Conn(), Timeout: s.srv.opts.DataTimeout}
+	_, err := copyBody(w, src)
+	return err
+}
 
 // storeError is the reply for a queue that could not store a message:
 // 452 4.3.1 when the disk is full (ENOSPC, EDQUOT), 451 4.3.0 otherwise.
