@@ -30,8 +30,8 @@ import (
 // stops at once and its next command comes from the same bytes.
 //
 // Implicit-TLS listeners do not get a dataConn (go-smtp learns that a
-// session is encrypted from its connection's type), nor does a session
-// once it has said STARTTLS.
+// session is encrypted from its connection's type), and a session that
+// says STARTTLS or BDAT leaves the fast path for good.
 
 // dataListener gives go-smtp dataConns.
 type dataListener struct{ net.Listener }
@@ -108,8 +108,11 @@ func (c *dataConn) watch(b []byte) {
 		if isData {
 			c.dataLines++
 		}
-		if c.lineLen > len(c.prefix) && asciiEqualFold(c.prefix[:], "STAR") {
-			c.off = true // STARTTLS: from here go-smtp reads through TLS
+		if c.lineLen > len(c.prefix) && (asciiEqualFold(c.prefix[:], "STAR") || asciiEqualFold(c.prefix[:], "BDAT")) {
+			// STARTTLS: from here go-smtp reads through TLS. BDAT
+			// (RFC 3030): go-smtp reads chunks that are not lines, and
+			// calls Data for them from another goroutine.
+			c.off = true
 		}
 		c.lineLen = 0
 		c.atDataEnd = isData && len(b) == 0

@@ -201,6 +201,17 @@ func TestSMTP03_FastDataMatchesGoSMTP(t *testing.T) {
 	}
 }
 
+// A BDAT chunk (RFC 3030) whose bytes look like a DATA command does not
+// start the fast path: go-smtp reads chunks itself.
+func TestSMTP03_FastDataLeavesBDATAlone(t *testing.T) {
+	pair := startDataPair(t, 2*time.Second, nil)
+	head := "EHLO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+	replies, bodies := pair.same(t, head, chunks("BDAT 6 LAST\r\nDATA\r\n", "Subject: x\r\n\r\n.\r\nQUIT\r\n"))
+	if !slices.Equal(bodies, []string{"DATA\r\n"}) {
+		t.Errorf("stored %q (replies %q)", bodies, replies)
+	}
+}
+
 // Over the size limit whole: the message is refused and the session
 // continues, the same on both paths.
 func TestSUB04_FastDataSizeLimit(t *testing.T) {
@@ -232,6 +243,7 @@ func TestFastDataWatchesCommands(t *testing.T) {
 		{"a refused DATA earlier", []string{"DATA\r\n", "MAIL FROM:<a@b>\r\nDATA\r\n"}, 0, false},
 		{"second transaction", []string{"DATA\r\n", "MAIL FROM:<a@b>\r\nDATA\r\n"}, 1, true},
 		{"STARTTLS", []string{"STARTTLS\r\n", "DATA\r\n"}, 0, false},
+		{"BDAT chunk that looks like DATA", []string{"BDAT 6 LAST\r\nDATA\r\n"}, 0, false},
 		{"DATA without line end", []string{"DATA"}, 0, false},
 		{"DATAX line", []string{"DATAX\r\n"}, 0, true}, // counted; go-smtp refuses it, and the count stays ahead
 	}
