@@ -46,7 +46,7 @@ var queuedAs = regexp.MustCompile(`queued as [0-9a-z]+`)
 // dialogue runs one raw session: it sends head (commands, pipelined),
 // reads the greeting and one reply per line of head, then sends the
 // chunks one write each, and returns every reply line until the server
-// closes the connection, with queue IDs blanked.
+// closes the connection.
 func dialogue(t testing.TB, addr, head string, chunks [][]byte) string {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -84,61 +84,25 @@ func dialogue(t testing.TB, addr, head string, chunks [][]byte) string {
 	}
 	rest, _ := io.ReadAll(br)
 	out.Write(rest)
-	replies := queuedAs.ReplaceAllString(out.String(), "queued as ID")
+	replies := out.String()
 	// After a time-out in DATA, go-smtp's reader leaves the session open
 	// for another command time-out; the fast path closes it at once, as
 	// its 421 says.
 	return strings.TrimSuffix(replies, "421 4.4.2 Idle timeout, bye bye\r\n")
 }
 
-// takeBodies returns the bodies in q without their Received header, in
-// order, and empties q.
-func takeBodies(t testing.TB, q *queue.Queue) []string {
-	t.Helper()
-	msgs, err := q.List(queue.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bodies []string
-	for _, m := range msgs {
-		b, err := q.Body(m.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(b)
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The Received header is the first field; its continuation
-		// lines start with a tab.
-		i := 0
-		for {
-			j := bytes.Index(data[i:], []byte("\r\n"))
-			if j < 0 {
-				t.Fatalf("no end of the Received header in %q", data)
-			}
-			i += j + 2
-			if i >= len(data) || data[i] != '\t' {
-				break
-			}
-		}
-		bodies = append(bodies, string(data[i:]))
-		if err := q.Delete(m.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	slices.Sort(bodies)
-	return bodies
-}
-
 // same runs one dialogue against both servers and fails unless the
 // replies and the stored messages agree; it returns them.
 func (p dataPair) same(t testing.TB, head string, chunks [][]byte) (string, []string) {
 	t.Helper()
-	fastReplies := dialogue(t, p.fast.addr, head, chunks)
-	slowReplies := dialogue(t, p.slow.addr, head, chunks)
-	fastBodies, slowBodies := takeBodies(t, p.fast.q), takeBodies(t, p.slow.q)
+	run := func(r *testRelay) (string, []string) {
+		replies := dialogue(t, r.addr, head, chunks)
+		bodies := storedBodies(t, r.q, strings.Split(replies, "\r\n"))
+		clearQueue(t, r.q)
+		return queuedAs.ReplaceAllString(replies, "queued as ID"), bodies
+	}
+	fastReplies, fastBodies := run(p.fast)
+	slowReplies, slowBodies := run(p.slow)
 	if fastReplies != slowReplies {
 		t.Errorf("replies differ\nfast path: %q\ngo-smtp:   %q", fastReplies, slowReplies)
 	}
