@@ -102,6 +102,7 @@ type Queue struct {
 	incoming    *dirSyncer // fsyncs incomingDir for concurrent commits
 	inlineMax   int
 	bufs        sync.Pool // *[]byte: buffers of inline bodies, reused
+	fileBufs    sync.Pool // *bufio.Writer: write buffers of body files, reused
 
 	// unlinked are IDs in bucketRemoved whose body file is gone; the next
 	// write transaction deletes their entries.
@@ -456,7 +457,12 @@ func (w *Writer) spill() error {
 	if err != nil {
 		return fmt.Errorf("create spool file: %w", err)
 	}
-	w.f, w.bw = f, bufio.NewWriterSize(f, 32*1024)
+	bw, ok := w.q.fileBufs.Get().(*bufio.Writer)
+	if !ok {
+		bw = bufio.NewWriterSize(nil, 32*1024)
+	}
+	bw.Reset(f)
+	w.f, w.bw = f, bw
 	_, err = w.bw.Write(w.buf)
 	w.q.putBuf(w.buf)
 	w.buf = nil
@@ -500,8 +506,18 @@ func (w *Writer) Abort() {
 	w.q.putBuf(w.buf)
 	w.buf = nil
 	if w.f != nil {
+		w.releaseFileBuf()
 		w.f.Close()
 		os.Remove(w.q.incomingPath(w.id))
+	}
+}
+
+// releaseFileBuf recycles the write buffer of the body file.
+func (w *Writer) releaseFileBuf() {
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		w.q.fileBufs.Put(w.bw)
+		w.bw = nil
 	}
 }
 
@@ -582,7 +598,9 @@ func (w *Writer) syncFile() error {
 	if w.f == nil {
 		return nil
 	}
-	if err := w.bw.Flush(); err != nil {
+	err := w.bw.Flush()
+	w.releaseFileBuf()
+	if err != nil {
 		return fmt.Errorf("write spool file %s: %w", w.id, err)
 	}
 	if err := w.f.Sync(); err != nil {

@@ -29,6 +29,8 @@ type Tracker struct {
 	mu    sync.Mutex
 	byIP  map[netip.Addr]int
 	conns map[string]*Conn // by remote address
+
+	readBufs sync.Pool // *bufio.Reader of readBufferSize, lent to Conns while they hold unread bytes
 }
 
 // NewTracker returns a tracker allowing max connections in total and
@@ -142,7 +144,7 @@ type Conn struct {
 	ip   netip.Addr
 	t    *Tracker
 	busy atomic.Bool   // a mail transaction is in progress
-	br   *bufio.Reader // made on the first read
+	br   *bufio.Reader // from t.readBufs while it holds unread bytes
 	once sync.Once
 }
 
@@ -163,9 +165,25 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	if c.br == nil {
-		c.br = bufio.NewReaderSize(c.Conn, readBufferSize)
+		br, ok := c.t.readBufs.Get().(*bufio.Reader)
+		if !ok {
+			br = bufio.NewReaderSize(nil, readBufferSize)
+		}
+		br.Reset(c.Conn)
+		c.br = br
 	}
-	return c.br.Read(p)
+	n, err := c.br.Read(p)
+	if c.br.Buffered() == 0 {
+		// Lent back between reads, so that a server with many
+		// connections that each read one message (one connection per
+		// message is common) does not allocate a buffer for each. Only
+		// the reading goroutine touches br. A read error bufio kept is
+		// not lost: the connection returns it again.
+		c.br.Reset(nil)
+		c.t.readBufs.Put(c.br)
+		c.br = nil
+	}
+	return n, err
 }
 
 // Close closes the connection and frees its place in the tracker.

@@ -34,20 +34,24 @@ import (
 // says STARTTLS or BDAT leaves the fast path for good.
 
 // dataListener gives go-smtp dataConns.
-type dataListener struct{ net.Listener }
+type dataListener struct {
+	net.Listener
+	bufs *sync.Pool // *[]byte of dataBufSize, for the dataConns' fast reads
+}
 
 func (l dataListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &dataConn{Conn: c}, nil
+	return &dataConn{Conn: c, bufs: l.bufs}, nil
 }
 
 // dataConn is the connection go-smtp reads a plaintext session from. It is
 // used by one session goroutine at a time.
 type dataConn struct {
 	net.Conn
+	bufs *sync.Pool
 
 	// pending was read from Conn by the fast path and is given to go-smtp
 	// before anything else; err, once set, is returned after it.
@@ -141,8 +145,6 @@ func (c *dataConn) startData() bool {
 // handed back to go-smtp.
 const dataBufSize = 64 << 10
 
-var dataBufs = sync.Pool{New: func() any { b := make([]byte, dataBufSize); return &b }}
-
 // endOfData is what go-smtp is given when the fast path has read the whole
 // message: its reader stops at this line.
 var endOfData = []byte(".\r\n")
@@ -159,8 +161,12 @@ type dataLimits struct {
 // go-smtp from a line start, after n decoded bytes. A client error (time-out,
 // lost connection) ends the session: go-smtp gets the same error next.
 func (c *dataConn) readData(w io.Writer, lim dataLimits) (n int64, done bool, err error) {
-	bp := dataBufs.Get().(*[]byte)
-	defer dataBufs.Put(bp)
+	bp, ok := c.bufs.Get().(*[]byte)
+	if !ok {
+		b := make([]byte, dataBufSize)
+		bp = &b
+	}
+	defer c.bufs.Put(bp)
 	buf := *bp
 	start, end := 0, 0 // buf[start:end] is read and not yet decoded; start is a line start
 	for {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,7 +243,7 @@ func TestFastDataWriteErrorHandsBack(t *testing.T) {
 	const msg = "line one\r\n.line two\r\nline three\r\n.\r\nQUIT\r\n"
 	for n := range 30 {
 		client, server := net.Pipe()
-		c := &dataConn{Conn: server}
+		c := &dataConn{Conn: server, bufs: new(sync.Pool)}
 		go io.WriteString(client, msg)
 		_, done, err := c.readData(&failingWriter{n: n}, dataLimits{})
 		client.Close()

@@ -120,6 +120,8 @@ type Server struct {
 	metrics Metrics
 	users   atomic.Pointer[Users] // nil: nobody can log in
 	hold    atomic.Bool
+	// dataBufs are the read buffers of the fast DATA path (see dataConn).
+	dataBufs sync.Pool
 
 	// lnMu guards the listener of Serve against a Shutdown that comes
 	// before go-smtp knows the listener (it would never close it).
@@ -197,7 +199,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: s.opts.TLS != TLSImplicit, Log: s.log,
 		OnRefuse: func() { s.metrics.Rejected(RejectConnectionLimit) }})
 	if s.opts.TLS != TLSImplicit {
-		ln = dataListener{ln}
+		ln = dataListener{Listener: ln, bufs: &s.dataBufs}
 	}
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS

@@ -76,6 +76,7 @@ type Client struct {
 	tlsConn   *tls.Conn // nil before StartTLS
 	br        *bufio.Reader
 	bw        *bufio.Writer
+	copyBuf   []byte // bodies are copied to bw through it; made on first use
 	t         Timeouts
 	localName string
 

@@ -362,7 +362,10 @@ func (c *Client) data(res *Result, body io.Reader) error {
 	c.wTime = c.t.DataBlock
 	br := &bodyReader{r: body}
 	dw := newDotWriter(c.bw)
-	if _, err := io.Copy(dw, br); err != nil {
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 32<<10) // kept for the next message on this connection
+	}
+	if _, err := io.CopyBuffer(dw, br, c.copyBuf); err != nil {
 		if br.err != nil {
 			// Never let a partial body be completed with ".": drop the
 			// connection so the server discards the message.
