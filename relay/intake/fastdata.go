@@ -141,9 +141,10 @@ func (c *dataConn) startData() bool {
 	return !c.off && c.err == nil && len(c.pending) == 0 && c.atDataEnd && c.dataLines == c.dataCalls
 }
 
-// dataBufSize is the fast path's read buffer; a line that does not fit is
-// handed back to go-smtp.
-const dataBufSize = 64 << 10
+// dataBufSize is the fast path's read buffer, held while a session is in
+// DATA (as much as the listener's read buffer and go-smtp's held before);
+// a line that does not fit is handed back to go-smtp.
+const dataBufSize = 32 << 10
 
 // endOfData is what go-smtp is given when the fast path has read the whole
 // message: its reader stops at this line.
