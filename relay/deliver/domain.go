@@ -134,7 +134,7 @@ func (e *Engine) deliverDomain(ctx context.Context, log *slog.Logger, m *queue.M
 			Domain: domain, Host: host, Port: e.tlsaPort(route, port), Security: route.Security,
 			MXSecure: mxSecure, HostSecure: ha.Security == secpolicy.Secure, STS: pc.sts,
 		})
-		if pc.tlsOptional && route.Security == secpolicy.SecurityAuto && (err != nil || hp.RequireTLS) {
+		if route.Security == secpolicy.SecurityAuto && (err != nil || hp.RequireTLS) && pc.tlsOptional() {
 			// TLS06 / RFC 8689 §5: "TLS-Required: No" lets the message
 			// through DANE and MTA-STS failures; STARTTLS is still used.
 			hp, err = e.opts.Policy.Opportunistic(host, "TLS-Required: No header: DANE and MTA-STS are not enforced for this message (RFC 8689 §5)"), nil

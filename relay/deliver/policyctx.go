@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/textproto"
 	"strings"
+	"sync"
 
 	"github.com/relaysec/relay/queue"
 	"github.com/relaysec/relay/secpolicy"
@@ -20,9 +21,10 @@ import (
 // delivery despite policy failures.
 type policyContext struct {
 	sts *secpolicy.STSPolicy
-	// tlsOptional: the message carries "TLS-Required: No" (RFC 8689 §5)
-	// and no REQUIRETLS.
-	tlsOptional bool
+	// tlsOptional reports whether the message carries "TLS-Required: No"
+	// (RFC 8689 §5) and no REQUIRETLS. It reads the header when first
+	// asked: only a host whose policy demands TLS needs the answer.
+	tlsOptional func() bool
 }
 
 // policyContext looks up the domain's MTA-STS policy. On the message's
@@ -32,7 +34,7 @@ type policyContext struct {
 // STS13). An error means the policy cannot be known: the domain is
 // deferred rather than delivered with less than a cached policy demands.
 func (e *Engine) policyContext(ctx context.Context, log *slog.Logger, m *queue.Message, domain string, route Route, lastRound bool) (policyContext, error) {
-	pc := policyContext{tlsOptional: !m.RequireTLS && e.tlsRequiredNo(m)}
+	pc := policyContext{tlsOptional: sync.OnceValue(func() bool { return !m.RequireTLS && e.tlsRequiredNo(m) })}
 	if e.opts.MTASTS == nil || (route.NextHop != "" && route.Security != secpolicy.SecurityMTASTSOrDANE) {
 		return pc, nil
 	}
