@@ -1,7 +1,9 @@
 // Package intake is the relay's SMTP submission side: the go-smtp backend
 // that accepts mail from the mail servers the relay serves (trusted
 // networks or authenticated users), enforces limits, and hands each
-// message to the durable queue before answering 250.
+// message to the durable queue before answering 250. A plaintext session's
+// message is read past go-smtp's byte-at-a-time decoder when that is
+// provably safe (fastdata.go).
 package intake
 
 import (
