@@ -12,6 +12,9 @@
 #   BENCH_N_1024=10000          messages per cell for size 1024 (BENCH_N_<size>)
 #   BENCH_N_102400=4000         (and for any other size)
 #   BENCH_SESSIONS=20           parallel smtp-source sessions
+#   BENCH_ROUNDS=3              every cell this many times, relay and Postfix
+#                               alternating; the table gives medians and each
+#                               round's end-to-end ratio
 #   BENCH_PROBE_RATE=20         latency probe messages per second during injection
 #   BENCH_TIMEOUT=90            seconds a cell may take before it is cut off
 #   BENCH_SINK=go               receiver: go (bench/sinktool) or smtp-sink
@@ -59,6 +62,7 @@ ROOT=$(pwd)
 NET=${BENCH_NET:-127.78.0}
 SIZES=${BENCH_SIZES:-"1024 102400"}
 SESS=${BENCH_SESSIONS:-20}
+ROUNDS=${BENCH_ROUNDS:-3}
 TMO=${BENCH_TIMEOUT:-90}
 MODES=${BENCH_MODES:-"plain starttls"}
 PROBE_RATE=${BENCH_PROBE_RATE:-20}
@@ -301,8 +305,8 @@ fmt_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; 
 results=$run/results.txt
 : >"$results"
 declare -A profiled=()
-cell() { # which size mode n
-  local which=$1 size=$2 mode=$3 n=$4 addr c0 c1 s0 s1 t0 t1 t2 got=0 target probes=0 peak rss rem st="" p50=- p99=- tls=- conns=- sinkcpu=0 prof=""
+cell() { # which size mode n round
+  local which=$1 size=$2 mode=$3 n=$4 round=$5 addr c0 c1 s0 s1 t0 t1 t2 got=0 target probes=0 peak rss rem st="" p50=- p99=- tls=- conns=- sinkcpu=0 prof=""
   [ "$which" = relay ] && addr=$NET.1:2525 || addr=$NET.5:2525
   start_sink "$mode"
   : >"$run/peak"
@@ -366,7 +370,7 @@ cell() { # which size mode n
       echo "bench: warning: no CPU profile from the relay ($(head -c 200 "$run/pprof.err"))" >&2; rm -f "$prof"
     fi
   fi
-  echo "$which $size $mode $n $target $got $t0 $t1 $t2 $((c1 - c0)) $peak $rss $p50 $p99 $tls $sinkcpu $probes" >>"$results"
+  echo "$which $size $mode $n $target $got $t0 $t1 $t2 $((c1 - c0)) $peak $rss $p50 $p99 $tls $sinkcpu $probes $round" >>"$results"
   printf '  %-7s %6d B %-8s n=%-6d +%-4d probes  inject %6.0f/s  e2e %6.0f/s  p50 %7s ms  p99 %7s ms  cpu %5.2fs/1k  pss %5.1f MiB  rss %5.1f MiB  tls %s/%s  conns %s  sink cpu %.2fs/1k\n' \
     "$which" "$size" "$mode" "$n" "$probes" \
     "$(echo "$n / ($t1 - $t0)" | bc -l)" "$(echo "$got / ($t2 - $t0)" | bc -l)" "$p50" "$p99" \
@@ -383,27 +387,37 @@ for size in $SIZES; do
     if [ "$mode" = starttls ] && [ "$SINK" != go ]; then
       echo "bench: smtp-sink has no STARTTLS: skipping $size starttls" >&2; continue
     fi
-    step "size $size, $mode, $n messages, $SESS sessions, probes at ${PROBE_RATE}/s"
-    cell relay "$size" "$mode" "$n"
-    cell postfix "$size" "$mode" "$n"
+    for round in $(seq "$ROUNDS"); do
+      step "size $size, $mode, $n messages, $SESS sessions, probes at ${PROBE_RATE}/s, round $round of $ROUNDS"
+      cell relay "$size" "$mode" "$n" "$round"
+      cell postfix "$size" "$mode" "$n" "$round"
+    done
   done
 done
 stop_sink
 
 # ---------------------------------------------------------------- table
 # R = relay, P = Postfix; R:P = relay / Postfix (latency, CPU, memory: lower
-# is better for the relay below 1)
+# is better for the relay below 1). With several rounds, every figure is the
+# median over the rounds (ratios are of the medians).
 echo
 awk -v hz="$HZ" '
+function med(a, w, k,   i, j, v, x, c) { c = cnt[w,k]; for (i = 1; i <= c; i++) v[i] = a[w,k,i]
+  for (i = 2; i <= c; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j+1] = v[j]; v[j+1] = x }
+  return c % 2 ? v[(c+1)/2] : (v[c/2] + v[c/2+1]) / 2 }
 function r(a, b) { if (b <= 0) return "-"; return sprintf(a / b < 0.1 ? "%.3f" : "%.2f", a / b) }
 function l(x) { return x == "-" ? x : sprintf(x >= 100 ? "%.0f" : "%.1f", x) }
 function trio(f, a, b) { return sprintf(f " / " f " / %s", a, b, r(a, b)) }
 function ltrio(a, b) { return a == "-" ? "-" : l(a) " / " l(b) " / " r(a, b) }
-{ w=$1; k=$2 " " $3; n[k]=$4; tgt=$5; got=$6
-  inj[w,k]=$4/($8-$7); e2e[w,k]=got/($9-$7); cpu[w,k]=$10/hz*1000/tgt; pss[w,k]=$11/1024; rss[w,k]=$12/1024
-  p50[w,k]=$13; p99[w,k]=$14; tls[w,k]=$15 "/" got
+{ w=$1; k=$2 " " $3; n[k]=$4; tgt=$5; got=$6; i=++cnt[w,k]
+  inj_[w,k,i]=$4/($8-$7); e2e_[w,k,i]=got/($9-$7); cpu_[w,k,i]=$10/hz*1000/tgt; pss_[w,k,i]=$11/1024; rss_[w,k,i]=$12/1024
+  p50_[w,k,i]=$13; p99_[w,k,i]=$14; tls[w,k]=tls[w,k] (i > 1 ? "," : "") $15 "/" got
   if (!(k in seen)) { seen[k]=1; order[++m]=k } }
 END {
+  for (i = 1; i <= m; i++) for (wi = 1; wi <= 2; wi++) { k = order[i]; w = wi == 1 ? "relay" : "postfix"
+    inj[w,k] = med(inj_, w, k); e2e[w,k] = med(e2e_, w, k); cpu[w,k] = med(cpu_, w, k)
+    pss[w,k] = med(pss_, w, k); rss[w,k] = med(rss_, w, k)
+    p50[w,k] = p50_[w,k,1] == "-" ? "-" : med(p50_, w, k); p99[w,k] = p99_[w,k,1] == "-" ? "-" : med(p99_, w, k) }
   nc = split("size|mode|n|inject msg/s|end-to-end msg/s|p50 ms|p99 ms|CPU s/1000 msg|peak Pss MiB|peak RSS MiB|tls/received", h, "|")
   for (c = 1; c <= nc; c++) { t[0,c] = h[c]; t[1,c] = (c <= 3 ? "" : "R / P / R:P") }
   t[1,nc] = "R / P"
@@ -419,6 +433,8 @@ END {
     t[i+1,11] = tls["relay",k] " / " tls["postfix",k] }
   for (c = 1; c <= nc; c++) for (i = 0; i <= m + 1; i++) if (length(t[i,c]) > wd[c]) wd[c] = length(t[i,c])
   for (i = 0; i <= m + 1; i++) { line = ""; for (c = 1; c <= nc; c++) line = line sprintf("%-" wd[c] "s", t[i,c]) (c < nc ? "  " : ""); sub(/ +$/, "", line); print line } }' "$results"
+echo "end-to-end R:P by round: $(awk '{ k = $2 " " $3; v[$1, k, $18] = $6 / ($9 - $7); if (!(k in s)) { s[k] = 1; o[++m] = k } if ($18 > n) n = $18 }
+  END { for (i = 1; i <= m; i++) { line = line (i > 1 ? "; " : "") o[i] ":"; for (r = 1; r <= n; r++) line = line sprintf(" %.2f", v["relay", o[i], r] / v["postfix", o[i], r]) } print line }' "$results")"
 echo "sink CPU s/1000 msg: $(awk -v hz="$HZ" '{ printf "%s%s %s %s %.2f", (NR>1?", ":""), $1, $2, $3, $16/hz*1000/$5 }' "$results")"
 echo "relay VmHWM at the end: $(awk '/^VmHWM:/{print $2/1024 " MiB"}' "/proc/$(relay_pids)/status")"
 echo "receiver: $([ "$SINK" = go ] && echo "sinktool" || echo "smtp-sink"); probes ${PROBE_RATE}/s; $SESS smtp-source sessions; wall time $(echo "$(now) - $total_start" | bc | cut -d. -f1) s"
