@@ -265,6 +265,21 @@ func stripReceived(t testing.TB, stored string) string {
 	}
 }
 
+// readStored returns the message stored as id, Received header included.
+func readStored(t testing.TB, q *queue.Queue, id string) string {
+	t.Helper()
+	f, err := q.Body(id)
+	if err != nil {
+		t.Fatalf("body of %s: %v", id, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("body of %s: %v", id, err)
+	}
+	return string(b)
+}
+
 // storedBodies returns, in the order of the replies, the stored message
 // (Received header stripped) of every "250 ... queued as ID" reply, and
 // checks that the queue holds no other message.
@@ -278,16 +293,7 @@ func storedBodies(t testing.TB, q *queue.Queue, replies []string) []string {
 			continue
 		}
 		ids[id] = true
-		f, err := q.Body(id)
-		if err != nil {
-			t.Fatalf("body of %s: %v", id, err)
-		}
-		b, err := io.ReadAll(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		bodies = append(bodies, stripReceived(t, string(b)))
+		bodies = append(bodies, stripReceived(t, readStored(t, q, id)))
 	}
 	msgs, err := q.List(queue.Filter{})
 	if err != nil {
@@ -595,13 +601,7 @@ func TestSMTP03_EndMarkerSplitAcrossWrites(t *testing.T) {
 					t.Fatalf("cut at %d (%q | %q): replies %q", cut, w.wire[:cut], w.wire[cut:], replies)
 				}
 				_, id, _ := strings.Cut(replies[4], " queued as ")
-				f, err := r.q.Body(id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(f)
-				f.Close()
-				if got := stripReceived(t, string(b)); got != w.stored {
+				if got := stripReceived(t, readStored(t, r.q, id)); got != w.stored {
 					t.Errorf("cut at %d: stored %q, want %q", cut, got, w.stored)
 				}
 			}
@@ -755,13 +755,7 @@ func TestSMTP03_STARTTLSThenMessage(t *testing.T) {
 				t.Fatalf("stored %q", bodies)
 			}
 			_, id, _ := strings.Cut(replies[4], " queued as ")
-			f, err := r.q.Body(id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(f)
-			f.Close()
-			if !strings.Contains(string(b), "\r\n\t(using TLS") || !strings.Contains(string(b), " with ESMTPS id ") {
+			if b := readStored(t, r.q, id); !strings.Contains(b, "\r\n\t(using TLS") || !strings.Contains(b, " with ESMTPS id ") {
 				t.Errorf("Received header does not show TLS: %q", b)
 			}
 		})
