@@ -29,6 +29,13 @@ import (
 // client sent after it, so that go-smtp's own read to the end of the data
 // stops at once and its next command comes from the same bytes.
 //
+// The two paths differ only where go-smtp's answer depends on timing. A
+// client that times out or leaves in DATA: the fast path closes the
+// session after its reply, where go-smtp would wait for another command.
+// A line over the limit that follows the message in the same read: go-smtp
+// refuses the message with it (its line check fails the whole read); the
+// fast path accepts the message, and go-smtp refuses the line.
+//
 // Implicit-TLS listeners do not get a dataConn (go-smtp learns that a
 // session is encrypted from its connection's type), and a session that
 // says STARTTLS or BDAT leaves the fast path for good.
