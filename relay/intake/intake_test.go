@@ -42,41 +42,16 @@ func startIntake(t *testing.T, mod func(*Options)) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{
-		Hostname:            "relay.test",
-		Address:             "127.0.0.1:0",
-		TLS:                 TLSNone,
-		Auth:                AuthNone,
-		TrustedNetworks:     []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
-		TLSConfig:           &tls.Config{Certificates: []tls.Certificate{testnet.SelfSigned(t, "relay.test")}},
-		Users:               users,
-		MaxMessageBytes:     10000,
-		MaxRecipients:       5,
-		MaxLineLength:       2000,
-		MaxConnections:      50,
-		MaxConnectionsPerIP: 10,
-		CommandTimeout:      10 * time.Second,
-		DataTimeout:         10 * time.Second,
-		AuthFailureDelay:    time.Millisecond,
-	}
-	if mod != nil {
-		mod(&opts)
-	}
-	srv, err := New(q, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+	return serveIntake(t, q, func(o *Options) {
+		o.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testnet.SelfSigned(t, "relay.test")}}
+		o.Users = users
+		o.MaxMessageBytes = 10000
+		o.AuthFailureDelay = time.Millisecond
+		if mod != nil {
+			mod(o)
+		}
 	})
-	return &testRelay{q: q, addr: ln.Addr().String()}
 }
 
 // dial connects from the given local address ("" = default 127.0.0.1) in
