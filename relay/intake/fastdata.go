@@ -67,7 +67,7 @@ type dataConn struct {
 
 	// What go-smtp has been given, line by line (lines end at LF, as
 	// go-smtp splits them).
-	off       bool    // a STARTTLS line went by: never fast again
+	off       bool    // a STARTTLS or BDAT line went by: never fast again
 	lineLen   int     // bytes of the current line so far
 	prefix    [4]byte // its first bytes
 	dataLines int     // lines that begin with "DATA" in any case
