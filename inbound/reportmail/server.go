@@ -196,7 +196,7 @@ func New(opts Options) (*Server, error) {
 	srv.WriteTimeout = opts.CommandTimeout
 	srv.EnableSMTPUTF8 = true
 	srv.TLSConfig = opts.TLSConfig // STARTTLS offered when set
-	srv.ErrorLog = slogPrinter{s.log}
+	srv.ErrorLog = smtpconn.ErrorLog{Log: s.log, Prefix: "reportmail: "}
 	s.smtp = srv
 	return s, nil
 }
@@ -253,16 +253,6 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}, nil
 }
 
-// slogPrinter adapts slog to go-smtp's Logger.
-type slogPrinter struct{ log *slog.Logger }
-
-func (p slogPrinter) Printf(format string, v ...any) {
-	p.log.Warn("reportmail: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-func (p slogPrinter) Println(v ...any) {
-	p.log.Warn("reportmail: " + strings.TrimSpace(fmt.Sprintln(v...)))
-}
-
 // Replies of sessions.
 var (
 	errBadSender = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7},
@@ -302,7 +292,7 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 	}
 	s.from = &from
 	s.rcpts = nil
-	s.setBusy(true)
+	s.tracked.SetBusy(true)
 	return nil
 }
 
@@ -478,14 +468,8 @@ func truncateSender(s string) string {
 	return strings.ToValidUTF8(s[:max], "") + "…"
 }
 
-func (s *session) setBusy(b bool) {
-	if s.tracked != nil {
-		s.tracked.SetBusy(b)
-	}
-}
-
 func (s *session) reset() {
-	s.setBusy(false)
+	s.tracked.SetBusy(false)
 	s.from = nil
 	s.rcpts = nil
 }

@@ -9,11 +9,13 @@ package smtpconn
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,4 +228,21 @@ func (t *IdleTimeoutReader) Read(p []byte) (int, error) {
 		t.Conn.SetReadDeadline(time.Now().Add(t.Timeout))
 	}
 	return t.R.Read(p)
+}
+
+// ErrorLog adapts slog to go-smtp's Server.ErrorLog: every line it is
+// given becomes a warning, with Prefix in front.
+type ErrorLog struct {
+	Log    *slog.Logger
+	Prefix string
+}
+
+// Printf logs a formatted line.
+func (l ErrorLog) Printf(format string, v ...any) {
+	l.Log.Warn(l.Prefix + strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+// Println logs its operands as one line.
+func (l ErrorLog) Println(v ...any) {
+	l.Log.Warn(l.Prefix + strings.TrimSpace(fmt.Sprintln(v...)))
 }

@@ -170,7 +170,7 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 	srv.EnableSMTPUTF8 = true
 	srv.EnableREQUIRETLS = true // advertised by go-smtp over TLS only (RFC 8689 §4.1)
 	srv.EnableDSN = true
-	srv.ErrorLog = slogPrinter{s.log}
+	srv.ErrorLog = smtpconn.ErrorLog{Log: s.log}
 	if opts.TLS == TLSStartTLS {
 		srv.TLSConfig = opts.TLSConfig
 	}
@@ -279,14 +279,6 @@ func (s *Server) trusted(ip netip.Addr) bool {
 	}
 	return false
 }
-
-// slogPrinter adapts slog to go-smtp's Logger.
-type slogPrinter struct{ log *slog.Logger }
-
-func (p slogPrinter) Printf(format string, v ...any) {
-	p.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-func (p slogPrinter) Println(v ...any) { p.log.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
 
 // Replies used by sessions.
 var (
@@ -418,7 +410,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.from = &from
 	s.mail = *opts
 	s.rcpts = nil
-	s.setBusy(true)
+	s.tracked.SetBusy(true)
 	return nil
 }
 
@@ -656,14 +648,8 @@ func sanitize(s string) string {
 	}, s)
 }
 
-func (s *session) setBusy(b bool) {
-	if s.tracked != nil {
-		s.tracked.SetBusy(b)
-	}
-}
-
 func (s *session) reset() {
-	s.setBusy(false)
+	s.tracked.SetBusy(false)
 	s.from = nil
 	s.mail = smtp.MailOptions{}
 	s.rcpts = nil
