@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/miekg/dns"
-
 	"github.com/relaysec/relay/inbound"
 	"github.com/relaysec/relay/inbound/reportmail"
 	"github.com/relaysec/relay/inbound/tlsrpt"
@@ -124,7 +122,7 @@ func startReportMailbox(cfg *config.Config, store *tlsrpt.Store, served func(str
 		TLSConfig: tc,
 		Store:     store,
 		Served:    served,
-		LookupTXT: resolverLookupTXT(resolver),
+		LookupTXT: resolver.LookupTXT, // DKIM keys; a failure is a DKIM temperror
 		Limits:    reportmail.Limits{MaxPartBytes: maxBody},
 		// A report of max_body in base64, with headers and a text part.
 		MaxMessageBytes:     min(2*maxBody, int64(cfg.Limits.MaxMessageSize)),
@@ -168,24 +166,4 @@ func (m *reportMailbox) shutdown(ctx context.Context) {
 	st := m.srv.Stats()
 	m.log.Info("report mailbox stopped", "messages", st.Messages, "stored", st.Stored, "duplicates", st.Duplicates,
 		"without_report", st.Invalid, "refused_recipients", st.RefusedRecipients)
-}
-
-// resolverLookupTXT looks DKIM keys up with the relay's resolver:
-// NXDOMAIN and NODATA are no records, other failures errors (a DKIM
-// temperror).
-func resolverLookupTXT(r *secpolicy.Resolver) reportmail.LookupTXTFunc {
-	return func(ctx context.Context, name string) ([]string, error) {
-		ans, err := r.Lookup(ctx, name, dns.TypeTXT)
-		if err != nil {
-			return nil, err
-		}
-		var txts []string
-		for _, rr := range ans.Records {
-			if t, ok := rr.(*dns.TXT); ok {
-				// A record's strings are one value (RFC 6376 §3.6.2.2).
-				txts = append(txts, strings.Join(t.Txt, ""))
-			}
-		}
-		return txts, nil
-	}
 }

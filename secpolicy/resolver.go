@@ -292,6 +292,24 @@ func canonicalName(name string) (string, error) {
 	return n, nil
 }
 
+// LookupTXT returns the TXT records of name, each one string: a record's
+// character-strings joined, as RFC 6376 §3.6.2.2 (DKIM) and RFC 8461 §3.1
+// (MTA-STS) read them, in the presentation form of miekg/dns. NXDOMAIN
+// and NODATA are no records; every other failure is an error.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	ans, err := r.Lookup(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	var txts []string
+	for _, rr := range ans.Records {
+		if t, ok := rr.(*dns.TXT); ok {
+			txts = append(txts, strings.Join(t.Txt, ""))
+		}
+	}
+	return txts, nil
+}
+
 // Lookup queries qtype for name. The query carries EDNS0 (payload 1232) with
 // the DO bit and the AD bit (RFC 6840 §5.7); a truncated UDP answer is
 // retried over TCP and a timed-out attempt is retried once. CNAMEs are

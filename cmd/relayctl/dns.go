@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 
 	"github.com/relaysec/relay/inbound"
@@ -373,18 +372,7 @@ func (a *app) loadConfig() (cfg *config.Config, found bool, err error) {
 type secpolicyResolver struct{ r *secpolicy.Resolver }
 
 func (s secpolicyResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	ans, err := s.r.Lookup(ctx, name, dns.TypeTXT)
-	if err != nil {
-		return nil, err
-	}
-	var txts []string
-	for _, rr := range ans.Records {
-		if t, ok := rr.(*dns.TXT); ok {
-			// A record's strings are one value (RFC 8461 §3.1).
-			txts = append(txts, strings.Join(t.Txt, ""))
-		}
-	}
-	return txts, nil
+	return s.r.LookupTXT(ctx, name)
 }
 
 func (s secpolicyResolver) LookupMX(ctx context.Context, domain string) ([]string, error) {
