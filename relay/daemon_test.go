@@ -48,8 +48,9 @@ next_hop = "127.0.0.1:1"
 }
 
 // startDeliveringDaemon runs a daemon that resolves through dnsAddr and
-// delivers to MX hosts on mxPort.
-func startDeliveringDaemon(t *testing.T, dnsAddr string, mxPort int) (string, *config.Config) {
+// delivers to MX hosts on mxPort, with extra appended to its relay.toml;
+// it returns the daemon and the address of its SMTP listener.
+func startDeliveringDaemon(t *testing.T, dnsAddr string, mxPort int, extra string) (string, *testDaemon) {
 	t.Helper()
 	addr := freeAddr(t)
 	d := runDaemon(t, fmt.Sprintf(`
@@ -60,8 +61,8 @@ resolver = %q
 [[listener]]
 address = %q
 trusted_networks = ["127.0.0.0/8"]
-`, dnsAddr, addr), Options{SkipDNSSECCheck: true, MXPort: mxPort})
-	return addr, d.cfg
+`, dnsAddr, addr)+extra, Options{SkipDNSSECCheck: true, MXPort: mxPort})
+	return addr, d
 }
 
 func sendMail(t *testing.T, addr, from, to, body string) string {
@@ -184,7 +185,8 @@ func TestDaemonDeliversEndToEnd(t *testing.T) {
 	cert := ca.Issue("mx.dest.test")
 	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.21:0", TLSCert: &cert})
 
-	addr, cfg := startDeliveringDaemon(t, dnsSrv.Addr(), rcv.Port())
+	addr, d := startDeliveringDaemon(t, dnsSrv.Addr(), rcv.Port(), "")
+	cfg := d.cfg
 
 	body := "From: alice@example.org\r\nDKIM-Signature: v=1; a=rsa-sha256; b=xyz\r\nSubject: end to end\r\n\r\n.dot line\r\n8bit: \xc3\xa9\r\n"
 	sendMail(t, addr, "alice@example.org", "bob@dest.test", body)
@@ -237,7 +239,8 @@ func TestPolicyLookupExplainsDANE(t *testing.T) {
 	dnsSrv := testnet.StartDNS(t, zone)
 	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.22:0", TLSCert: &cert})
 
-	_, cfg := startDeliveringDaemon(t, dnsSrv.Addr(), rcv.Port())
+	_, d := startDeliveringDaemon(t, dnsSrv.Addr(), rcv.Port(), "")
+	cfg := d.cfg
 
 	c := admin.NewClient(cfg.AdminSocketPath())
 	defer c.Close()

@@ -68,6 +68,12 @@ func listQueue(t *testing.T, ac *admin.Client) []admin.MessageSummary {
 	return msgs
 }
 
+// fastRetries retries deferred mail within seconds.
+const fastRetries = `[delivery]
+first_retry = "1s"
+max_retry_interval = "2s"
+`
+
 // TestFaultDNSResolverDown runs the daemon against a resolver that
 // answers nothing: the message is deferred (the lookup failure is a
 // temporary error), never bounced, and no DSN is queued.
@@ -76,19 +82,7 @@ func TestFaultDNSResolverDown(t *testing.T) {
 		t.Skip("waits for DNS timeouts")
 	}
 	dnsAddr := deadResolver(t, "127.0.0.41:0")
-	addr := freeAddr(t)
-	d := runDaemon(t, fmt.Sprintf(`
-hostname = "relay.test"
-data_dir = "DATA_DIR"
-[dns]
-resolver = %q
-[[listener]]
-address = %q
-trusted_networks = ["127.0.0.0/8"]
-[delivery]
-first_retry = "1s"
-max_retry_interval = "2s"
-`, dnsAddr, addr), Options{SkipDNSSECCheck: true, MXPort: 1})
+	addr, d := startDeliveringDaemon(t, dnsAddr, 1, fastRetries)
 
 	id := sendMail(t, addr, "alice@example.org", "bob@dest.test", "Subject: dns down\r\n\r\nhello\r\n")
 	deadline := time.Now().Add(60 * time.Second)
@@ -227,19 +221,7 @@ func TestFaultReceiverDropsMidData(t *testing.T) {
 	rcv := testnet.StartSMTP(t, testnet.SMTPOptions{Addr: "127.0.0.43:0"})
 	mx := startDropMX(t, "127.0.0.42:0", rcv.Addr())
 
-	addr := freeAddr(t)
-	d := runDaemon(t, fmt.Sprintf(`
-hostname = "relay.test"
-data_dir = "DATA_DIR"
-[dns]
-resolver = %q
-[[listener]]
-address = %q
-trusted_networks = ["127.0.0.0/8"]
-[delivery]
-first_retry = "1s"
-max_retry_interval = "2s"
-`, dnsSrv.Addr(), addr), Options{SkipDNSSECCheck: true, MXPort: mx.port()})
+	addr, d := startDeliveringDaemon(t, dnsSrv.Addr(), mx.port(), fastRetries)
 
 	body := "Message-ID: <drop-1@example.org>\r\nSubject: dropped\r\n\r\n" + strings.Repeat("line of body text\r\n", 50)
 	sendMail(t, addr, "alice@example.org", "bob@dest.test", body)
