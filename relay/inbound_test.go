@@ -18,7 +18,6 @@ import (
 
 	"github.com/relaysec/relay/inbound/tlsrpt"
 	"github.com/relaysec/relay/internal/testnet"
-	"github.com/relaysec/relay/relay/admin"
 	"github.com/relaysec/relay/relay/config"
 )
 
@@ -59,9 +58,9 @@ func TestSRV01_DaemonServesPolicy(t *testing.T) {
 	first := ca.Issue("mta-sts.example.org")
 	writeCertPair(t, certFile, keyFile, first)
 	httpsAddr := freeAddr(t)
-	cfg, err := config.Parse(fmt.Appendf(nil, `
+	d := runDaemon(t, fmt.Sprintf(`
 hostname = "relay.test"
-data_dir = %q
+data_dir = "DATA_DIR"
 [dns]
 resolver = "127.0.0.1:9"
 [[listener]]
@@ -76,27 +75,7 @@ domain = "example.org"
 mode = "enforce"
 max_age = 604800
 mx = ["mail.example.org", "*.mx.example.org"]
-`, filepath.Join(dir, "data"), freeAddr(t), httpsAddr, certFile, keyFile), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Version: "test", Ready: func() { close(ready) }}) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("daemon exited: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("daemon did not become ready")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+`, freeAddr(t), httpsAddr, certFile, keyFile), Options{})
 
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -155,8 +134,7 @@ mx = ["mail.example.org", "*.mx.example.org"]
 			t.Fatalf("POST %d: %s, want %d", i, resp.Status, want)
 		}
 	}
-	ac := admin.NewClient(cfg.AdminSocketPath())
-	defer ac.Close()
+	ac := d.admin
 	list, err := ac.Reports(context.Background(), tlsrpt.Filter{})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("reports list = %+v, %v; want the one report", list, err)

@@ -25,8 +25,6 @@ import (
 
 	"github.com/relaysec/relay/inbound/tlsrpt"
 	"github.com/relaysec/relay/internal/testnet"
-	"github.com/relaysec/relay/relay/admin"
-	"github.com/relaysec/relay/relay/config"
 )
 
 // TestRPT08_DaemonReportMailbox runs the daemon with [inbound.report_smtp]
@@ -62,9 +60,9 @@ func TestRPT08_DaemonReportMailbox(t *testing.T) {
 	dnsSrv := testnet.StartDNS(t, zone)
 
 	httpsAddr, mailAddr := freeAddr(t), freeAddr(t)
-	cfg, err := config.Parse(fmt.Appendf(nil, `
+	d := runDaemon(t, fmt.Sprintf(`
 hostname = "relay.test"
-data_dir = %q
+data_dir = "DATA_DIR"
 [dns]
 resolver = %q
 [[listener]]
@@ -84,27 +82,7 @@ mx = ["mail.example.org"]
 [inbound.report_smtp]
 address = %q
 addresses = ["tlsrpt@reports.example.org"]
-`, filepath.Join(dir, "data"), dnsSrv.Addr(), freeAddr(t), smtpCert, smtpKey, httpsAddr, stsCert, stsKey, mailAddr), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Options{Version: "test", Ready: func() { close(ready) }}) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("daemon exited: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("daemon did not become ready")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+`, dnsSrv.Addr(), freeAddr(t), smtpCert, smtpKey, httpsAddr, stsCert, stsKey, mailAddr), Options{})
 
 	msg, err := os.ReadFile("../testdata/reportmail/google-gzip-base64.eml")
 	if err != nil {
@@ -168,8 +146,7 @@ addresses = ["tlsrpt@reports.example.org"]
 		t.Errorf("HTTPS POST of the same report: %s, want 200 (duplicate)", resp.Status)
 	}
 
-	ac := admin.NewClient(cfg.AdminSocketPath())
-	defer ac.Close()
+	ac := d.admin
 	// An import goes to the same store.
 	nested, err := os.ReadFile("../testdata/reportmail/nested-alternative-mixed.eml")
 	if err != nil {
