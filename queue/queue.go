@@ -161,6 +161,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		leased:      map[string]bool{},
 		notify:      make(chan struct{}, 1),
 	}
+	q.fileBufs.New = func() any { return bufio.NewWriterSize(nil, 32*1024) }
 	if q.log == nil {
 		q.log = slog.New(slog.DiscardHandler)
 	}
@@ -457,10 +458,7 @@ func (w *Writer) spill() error {
 	if err != nil {
 		return fmt.Errorf("create spool file: %w", err)
 	}
-	bw, ok := w.q.fileBufs.Get().(*bufio.Writer)
-	if !ok {
-		bw = bufio.NewWriterSize(nil, 32*1024)
-	}
+	bw := w.q.fileBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
 	w.f, w.bw = f, bw
 	_, err = w.bw.Write(w.buf)

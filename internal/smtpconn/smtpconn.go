@@ -38,7 +38,9 @@ type Tracker struct {
 // NewTracker returns a tracker allowing max connections in total and
 // perIP from one address; zero means no limit.
 func NewTracker(max, perIP int) *Tracker {
-	return &Tracker{max: max, perIP: perIP, byIP: map[netip.Addr]int{}, conns: map[string]*Conn{}}
+	t := &Tracker{max: max, perIP: perIP, byIP: map[netip.Addr]int{}, conns: map[string]*Conn{}}
+	t.readBufs.New = func() any { return bufio.NewReaderSize(nil, readBufferSize) }
+	return t
 }
 
 // add registers c, or returns the reason it is refused.
@@ -167,12 +169,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	if c.br == nil {
-		br, ok := c.t.readBufs.Get().(*bufio.Reader)
-		if !ok {
-			br = bufio.NewReaderSize(nil, readBufferSize)
-		}
-		br.Reset(c.Conn)
-		c.br = br
+		c.br = c.t.readBufs.Get().(*bufio.Reader)
+		c.br.Reset(c.Conn)
 	}
 	n, err := c.br.Read(p)
 	if c.br.Buffered() == 0 {

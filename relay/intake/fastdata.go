@@ -148,6 +148,11 @@ func (c *dataConn) startData() bool {
 	return !c.off && c.err == nil && len(c.pending) == 0 && c.atDataEnd && c.dataLines == c.dataCalls
 }
 
+// newDataBufs returns the pool of the fast path's read buffers.
+func newDataBufs() *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, dataBufSize); return &b }}
+}
+
 // dataBufSize is the fast path's read buffer, held while a session is in
 // DATA (as much as the listener's read buffer and go-smtp's held before);
 // a line that does not fit is handed back to go-smtp.
@@ -169,11 +174,7 @@ type dataLimits struct {
 // go-smtp from a line start, after n decoded bytes. A client error (time-out,
 // lost connection) ends the session: go-smtp gets the same error next.
 func (c *dataConn) readData(w io.Writer, lim dataLimits) (n int64, done bool, err error) {
-	bp, ok := c.bufs.Get().(*[]byte)
-	if !ok {
-		b := make([]byte, dataBufSize)
-		bp = &b
-	}
+	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	buf := *bp
 	start, end := 0, 0 // buf[start:end] is read and not yet decoded; start is a line start

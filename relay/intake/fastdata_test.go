@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -259,7 +258,7 @@ func TestFastDataWriteErrorHandsBack(t *testing.T) {
 	const msg = "line one\r\n.line two\r\nline three\r\n.\r\nQUIT\r\n"
 	for n := range 30 {
 		client, server := net.Pipe()
-		c := &dataConn{Conn: server, bufs: new(sync.Pool)}
+		c := &dataConn{Conn: server, bufs: newDataBufs()}
 		go io.WriteString(client, msg)
 		_, done, err := c.readData(&failingWriter{n: n}, dataLimits{})
 		client.Close()

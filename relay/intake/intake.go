@@ -123,7 +123,7 @@ type Server struct {
 	users   atomic.Pointer[Users] // nil: nobody can log in
 	hold    atomic.Bool
 	// dataBufs are the read buffers of the fast DATA path (see dataConn).
-	dataBufs sync.Pool
+	dataBufs *sync.Pool
 
 	// lnMu guards the listener of Serve against a Shutdown that comes
 	// before go-smtp knows the listener (it would never close it).
@@ -152,11 +152,12 @@ func New(q *queue.Queue, opts Options) (*Server, error) {
 		opts.Metrics = noMetrics{}
 	}
 	s := &Server{
-		opts:    opts,
-		q:       q,
-		log:     log.With("listener", opts.Address),
-		conns:   smtpconn.NewTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
-		metrics: opts.Metrics,
+		opts:     opts,
+		q:        q,
+		log:      log.With("listener", opts.Address),
+		conns:    smtpconn.NewTracker(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		metrics:  opts.Metrics,
+		dataBufs: newDataBufs(),
 	}
 	s.users.Store(opts.Users)
 	s.hold.Store(opts.Hold)
@@ -201,7 +202,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: s.opts.TLS != TLSImplicit, Log: s.log,
 		OnRefuse: func() { s.metrics.Rejected(RejectConnectionLimit) }})
 	if s.opts.TLS != TLSImplicit {
-		ln = dataListener{Listener: ln, bufs: &s.dataBufs}
+		ln = dataListener{Listener: ln, bufs: s.dataBufs}
 	}
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS
