@@ -28,31 +28,14 @@ func TestSlowlorisHTTPS(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	defer func() { close(stop); wg.Wait() }()
-	trickle := func(c net.Conn, data []byte) {
-		defer wg.Done()
-		defer c.Close()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := c.Write(data[i%len(data) : i%len(data)+1]); err != nil {
-					return
-				}
-			}
-		}
-	}
 	for i := 0; i < 200; i++ {
 		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.6")}}
 		raw, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("slow connection %d: %v", i, err)
 		}
-		wg.Add(1)
 		if i%2 == 0 {
-			go trickle(raw, []byte{0x16, 0x03, 0x01, 0x02, 0x00}) // a ClientHello that never ends
+			wg.Go(func() { testnet.Trickle(raw, []byte{0x16, 0x03, 0x01, 0x02, 0x00}, stop) }) // a ClientHello that never ends
 			continue
 		}
 		c := tls.Client(raw, &tls.Config{ServerName: "mta-sts.example.org", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}})
@@ -61,7 +44,9 @@ func TestSlowlorisHTTPS(t *testing.T) {
 			t.Fatalf("slow connection %d: handshake: %v", i, err)
 		}
 		c.SetDeadline(time.Time{})
-		go trickle(c, []byte("GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.org\r\nX-Slow: "))
+		wg.Go(func() {
+			testnet.Trickle(c, []byte("GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.org\r\nX-Slow: "), stop)
+		})
 	}
 	time.Sleep(1500 * time.Millisecond)
 

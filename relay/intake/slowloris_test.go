@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaysec/relay/internal/testnet"
 )
 
 // TestSlowlorisIntake opens 200 connections from 127.0.0.5 that each send
@@ -34,23 +36,7 @@ func TestSlowlorisIntake(t *testing.T) {
 		mu.Lock()
 		opened++
 		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			tick := time.NewTicker(time.Second)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					if _, err := c.Write([]byte("E")); err != nil {
-						return
-					}
-				}
-			}
-		}()
+		wg.Go(func() { testnet.Trickle(c, []byte("E"), stop) })
 	}
 	defer func() { close(stop); wg.Wait() }()
 	time.Sleep(1500 * time.Millisecond) // the slow clients are all in
