@@ -645,7 +645,16 @@ func TestManagerErrors(t *testing.T) {
 		t.Errorf("Get with an ended context: %v", err)
 	}
 	close(release)
-	waitFor(t, func() bool { _, ok, _ := e.cache.Get("example.test"); return ok })
+	// The flight stores the policy and then ends; a Get before it ends
+	// would join it and see its result rather than the cache's.
+	waitFor(t, func() bool {
+		e.mgr.flight.mu.Lock()
+		defer e.mgr.flight.mu.Unlock()
+		return len(e.mgr.flight.calls) == 0
+	})
+	if _, ok, _ := e.cache.Get("example.test"); !ok {
+		t.Fatal("policy fetched for the abandoned caller not stored")
+	}
 	if res := e.get("example.test"); !res.FromCache {
 		t.Errorf("policy fetched for the abandoned caller not cached: %+v", res)
 	}
