@@ -292,10 +292,9 @@ func canonicalName(name string) (string, error) {
 	return n, nil
 }
 
-// LookupTXT returns the TXT records of name, each one string: a record's
-// character-strings joined, as RFC 6376 §3.6.2.2 (DKIM) and RFC 8461 §3.1
-// (MTA-STS) read them, in the presentation form of miekg/dns. NXDOMAIN
-// and NODATA are no records; every other failure is an error.
+// LookupTXT returns the TXT records of name, each one string as TXTValue
+// gives it. NXDOMAIN and NODATA are no records; every other failure is an
+// error.
 func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	ans, err := r.Lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
@@ -304,11 +303,52 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	var txts []string
 	for _, rr := range ans.Records {
 		if t, ok := rr.(*dns.TXT); ok {
-			txts = append(txts, strings.Join(t.Txt, ""))
+			txts = append(txts, TXTValue(t))
 		}
 	}
 	return txts, nil
 }
+
+// TXTValue returns the value of a TXT record: its character-strings
+// joined, as RFC 6376 §3.6.2.2 (DKIM), RFC 8461 §3.1 (MTA-STS) and RFC 8460
+// §3 (TLS-RPT) read them, with the presentation escapes miekg/dns puts in
+// dns.TXT.Txt ("\"", "\\", "\DDD") undone, so the bytes are those on the
+// wire.
+func TXTValue(t *dns.TXT) string {
+	var b strings.Builder
+	for _, s := range t.Txt {
+		b.WriteString(unescapeTXT(s))
+	}
+	return b.String()
+}
+
+// unescapeTXT undoes the presentation escapes of one character-string.
+func unescapeTXT(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 >= len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		if i+3 < len(s) && isASCIIDigit(s[i+1]) && isASCIIDigit(s[i+2]) && isASCIIDigit(s[i+3]) {
+			v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')
+			if v <= 0xff {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i+1])
+		i++
+	}
+	return b.String()
+}
+
+func isASCIIDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // Lookup queries qtype for name. The query carries EDNS0 (payload 1232) with
 // the DO bit and the AD bit (RFC 6840 §5.7); a truncated UDP answer is

@@ -817,3 +817,47 @@ func TestLookupErrorMessage(t *testing.T) {
 		t.Errorf("Error() = %q", got)
 	}
 }
+
+func TestUnescapeTXT(t *testing.T) {
+	tests := map[string]string{
+		`plain`:        "plain",
+		`a\"b`:         `a"b`,
+		`a\\b`:         `a\b`,
+		`a\059b`:       "a;b",
+		`\233`:         "\xe9",
+		`trailing\`:    `trailing\`,
+		`\999`:         "999",
+		`\05`:          "05",
+		`v=STSv1\059 `: "v=STSv1; ",
+	}
+	for in, want := range tests {
+		if got := unescapeTXT(in); got != want {
+			t.Errorf("unescapeTXT(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// LookupTXT gives the bytes on the wire, character-strings joined: the
+// DKIM, TLS-RPT and MTA-STS readers see what the publisher wrote.
+func TestLookupTXTJoinsAndUnescapes(t *testing.T) {
+	z := testnet.NewZone(
+		`txt.test. 300 IN TXT "v=DKIM1; k=rsa; " "p=AB\"C\\D\009E"`,
+		`txt.test. 300 IN TXT "second"`,
+	)
+	srv := testnet.StartDNS(t, z)
+	r := newTestResolver(t, srv)
+	got, err := r.LookupTXT(context.Background(), "txt.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	want := []string{"second", "v=DKIM1; k=rsa; p=AB\"C\\D\tE"}
+	if !slices.Equal(got, want) {
+		t.Errorf("LookupTXT = %q, want %q", got, want)
+	}
+	for _, name := range []string{"missing.test", "txt.test."} {
+		if _, err := r.LookupTXT(context.Background(), name); err != nil {
+			t.Errorf("LookupTXT(%s): %v", name, err)
+		}
+	}
+}

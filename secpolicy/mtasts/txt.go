@@ -51,12 +51,7 @@ func lookupID(ctx context.Context, r *secpolicy.Resolver, domain string) (id, wh
 		if !ok {
 			continue
 		}
-		// A record's strings form one value (RFC 8461 §3.1, RFC 7208 §3.3).
-		var b strings.Builder
-		for _, s := range txt.Txt {
-			b.WriteString(unescapeTXT(s))
-		}
-		if s := b.String(); isSTSv1(s) {
+		if s := secpolicy.TXTValue(txt); isSTSv1(s) {
 			records = append(records, s)
 		}
 	}
@@ -152,31 +147,4 @@ func validExtValue(s string) bool {
 		}
 	}
 	return true
-}
-
-// unescapeTXT undoes the presentation escapes miekg/dns applies to TXT
-// character-strings ("\"", "\\", "\DDD").
-func unescapeTXT(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' || i+1 >= len(s) {
-			b.WriteByte(c)
-			continue
-		}
-		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-			v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')
-			if v <= 0xff {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i+1])
-		i++
-	}
-	return b.String()
 }

@@ -157,22 +157,3 @@ func TestSTS01_ParseTXT(t *testing.T) {
 		}
 	}
 }
-
-func TestUnescapeTXT(t *testing.T) {
-	tests := map[string]string{
-		`plain`:        "plain",
-		`a\"b`:         `a"b`,
-		`a\\b`:         `a\b`,
-		`a\059b`:       "a;b",
-		`\233`:         "\xe9",
-		`trailing\`:    `trailing\`,
-		`\999`:         "999",
-		`\05`:          "05",
-		`v=STSv1\059 `: "v=STSv1; ",
-	}
-	for in, want := range tests {
-		if got := unescapeTXT(in); got != want {
-			t.Errorf("unescapeTXT(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
