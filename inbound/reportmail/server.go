@@ -127,8 +127,11 @@ type Server struct {
 	log   *slog.Logger
 	smtp  *smtp.Server
 	conns *smtpconn.Tracker
-	rcpts map[string]bool // lower-case report addresses
-	sem   chan struct{}   // bounds messages processed at once
+	// listeners closes Serve's listener at Shutdown, even when Shutdown
+	// comes first.
+	listeners smtpconn.ListenerGuard
+	rcpts     map[string]bool // lower-case report addresses
+	sem       chan struct{}   // bounds messages processed at once
 
 	messages, stored, duplicates, invalid, invalidReports, refused, storeErrors atomic.Int64
 }
@@ -208,9 +211,13 @@ func normalizeAddr(a string) string {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	ln, ok := s.listeners.Open(ln)
+	if !ok {
+		return nil
+	}
 	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: true, Log: s.log.With("component", "reportmail")})
 	err := s.smtp.Serve(ln)
-	if err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+	if err != nil && !errors.Is(err, smtp.ErrServerClosed) && !s.listeners.Closed() {
 		return fmt.Errorf("report mailbox %s: %w", s.opts.Address, err)
 	}
 	return nil
@@ -220,6 +227,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // reply, and waits until ctx ends for transactions in progress to finish
 // (a message in DATA is stored and answered); then it closes what remains.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.listeners.Close()
 	s.conns.Drain()
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {

@@ -458,3 +458,11 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestShutdownBeforeServe(t *testing.T) {
+	srv, err := New(Options{Hostname: "reports.example.org", Addresses: []string{reportAddr}, Store: openStore(t), LookupTXT: mapLookup(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.ShutdownBeforeServe(t, srv.Shutdown, srv.Serve)
+}

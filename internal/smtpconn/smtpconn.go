@@ -2,8 +2,9 @@
 // intake and the TLS report mailbox) share about their connections: a
 // tracker that bounds connections in total and per client address and
 // knows which sessions are in a mail transaction, so that a shutdown
-// closes idle sessions at once and lets transactions finish; and a reader
-// that keeps DATA alive while bytes arrive.
+// closes idle sessions at once and lets transactions finish; a guard that
+// closes a listener even when the shutdown comes before Serve; and a
+// reader that keeps DATA alive while bytes arrive.
 package smtpconn
 
 import (

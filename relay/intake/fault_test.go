@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/relaysec/relay/internal/testnet"
 	"github.com/relaysec/relay/queue"
 )
 
@@ -239,4 +240,18 @@ func TestDiskFullSmallInlineMessages(t *testing.T) {
 	if err := send(c, "a@example.org", []string{"b@example.com"}, "Subject: after\r\n\r\nbody\r\n"); err != nil {
 		t.Fatalf("message after space was freed: %v", err)
 	}
+}
+
+func TestShutdownBeforeServe(t *testing.T) {
+	q, err := queue.Open(t.TempDir(), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	srv, err := New(q, Options{Hostname: "relay.test", Address: "127.0.0.1:0", TLS: TLSNone, Auth: AuthNone,
+		TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.ShutdownBeforeServe(t, srv.Shutdown, srv.Serve)
 }

@@ -125,11 +125,9 @@ type Server struct {
 	// dataBufs are the read buffers of the fast DATA path (see dataConn).
 	dataBufs *sync.Pool
 
-	// lnMu guards the listener of Serve against a Shutdown that comes
-	// before go-smtp knows the listener (it would never close it).
-	lnMu     sync.Mutex
-	ln       net.Listener
-	shutdown bool
+	// listeners closes Serve's listener at Shutdown, even when Shutdown
+	// comes first.
+	listeners smtpconn.ListenerGuard
 }
 
 // New returns an intake server that stores accepted mail in q.
@@ -190,15 +188,10 @@ func (s *Server) SetHold(hold bool) { s.hold.Store(hold) }
 // Serve accepts connections on ln until Shutdown. For an implicit-TLS
 // listener, ln is wrapped in TLS here.
 func (s *Server) Serve(ln net.Listener) error {
-	s.lnMu.Lock()
-	if s.shutdown {
-		s.lnMu.Unlock()
-		ln.Close()
+	ln, ok := s.listeners.Open(ln)
+	if !ok {
 		return nil
 	}
-	ln = &onceCloseListener{Listener: ln}
-	s.ln = ln
-	s.lnMu.Unlock()
 	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: s.opts.TLS != TLSImplicit, Log: s.log,
 		OnRefuse: func() { s.metrics.Rejected(RejectConnectionLimit) }})
 	if s.opts.TLS != TLSImplicit {
@@ -211,10 +204,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
 	}
 	err := s.smtp.Serve(ln)
-	s.lnMu.Lock()
-	closed := s.shutdown
-	s.lnMu.Unlock()
-	if errors.Is(err, smtp.ErrServerClosed) || closed {
+	if errors.Is(err, smtp.ErrServerClosed) || s.listeners.Closed() {
 		return nil
 	}
 	return err
@@ -225,31 +215,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // (a message in DATA is stored and acknowledged); then it closes what
 // remains.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.lnMu.Lock()
-	s.shutdown = true
-	if s.ln != nil {
-		s.ln.Close() // go-smtp closes it too, if Serve got that far
-	}
-	s.lnMu.Unlock()
+	s.listeners.Close() // go-smtp closes it too, if Serve got that far
 	s.conns.Drain()
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.smtp.Close()
 	}
 	return err
-}
-
-// onceCloseListener closes its listener once; later calls return nil, so
-// that Shutdown and go-smtp may both close it.
-type onceCloseListener struct {
-	net.Listener
-	once sync.Once
-	err  error
-}
-
-func (l *onceCloseListener) Close() error {
-	l.once.Do(func() { l.err = l.Listener.Close() })
-	return l.err
 }
 
 // NewSession implements smtp.Backend.
