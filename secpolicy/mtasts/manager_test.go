@@ -647,11 +647,7 @@ func TestManagerErrors(t *testing.T) {
 	close(release)
 	// The flight stores the policy and then ends; a Get before it ends
 	// would join it and see its result rather than the cache's.
-	waitFor(t, func() bool {
-		e.mgr.flight.mu.Lock()
-		defer e.mgr.flight.mu.Unlock()
-		return len(e.mgr.flight.calls) == 0
-	})
+	waitFor(t, func() bool { return e.mgr.flight.waiting("example.test") == 0 })
 	if _, ok, _ := e.cache.Get("example.test"); !ok {
 		t.Fatal("policy fetched for the abandoned caller not stored")
 	}
