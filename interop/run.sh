@@ -107,10 +107,14 @@ install_packages() {
 # ---------------------------------------------------------------- run dir, teardown
 run=""
 # is_ours pid executable: the pid (from a pid file) still runs that program,
-# so that a stale pid file never hits an unrelated process.
+# so that a stale pid file never hits an unrelated process. The file's
+# device and inode are compared, not its path: the path /proc gives for a
+# process in another mount namespace (the relay runs under unshare -m) is
+# not the one this shell sees when / is not that namespace's root, as in a
+# chroot.
 is_ours() {
   [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
-    [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$(readlink -f "$2")" ]
+    [ "$(stat -L -c %d:%i "/proc/$1/exe" 2>/dev/null)" = "$(stat -L -c %d:%i "$2" 2>/dev/null)" ]
 }
 wait_gone() { # name pid: wait up to 10s, then SIGKILL
   local i
