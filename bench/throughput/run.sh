@@ -98,7 +98,9 @@ fi
 run=""
 sink_exe() { if [ "$SINK" = go ]; then echo "$run/bin/sinktool"; else command -v smtp-sink; fi; }
 stop_sink() { stop_pid "$(pidf "$run/sink.pid")" "$(sink_exe)"; }
-is_ours() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$(readlink -f "$2")" ]; }
+# is_ours pid exe: compares device and inode, which hold across mount
+# namespaces (Postfix runs under unshare -m), where /proc's path may not.
+is_ours() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(stat -L -c %d:%i "/proc/$1/exe" 2>/dev/null)" = "$(stat -L -c %d:%i "$2" 2>/dev/null)" ]; }
 stop_pid() { # pid exe
   is_ours "$1" "$2" || return 0
   kill "$1" 2>/dev/null || true
