@@ -116,6 +116,10 @@ type Queue struct {
 
 	stopTrim chan struct{} // closed by Close; nil when not trimming
 	trimDone chan struct{}
+	// trimmedAt is the count of cursors and page writes of bbolt's closed
+	// transactions at the last trim, -1 before the first; only trimMapping
+	// uses it, from one goroutine.
+	trimmedAt int64
 }
 
 // Open opens (creating if needed) the queue in dir: dir/queue.db,
@@ -158,6 +162,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 		now:         opts.Now,
 		incoming:    newDirSyncer(d),
 		inlineMax:   cmp.Or(opts.InlineMax, DefaultInlineMax),
+		trimmedAt:   -1,
 		leased:      map[string]bool{},
 		notify:      make(chan struct{}, 1),
 	}
@@ -190,7 +195,7 @@ func (q *Queue) startTrimming(interval time.Duration) {
 			case <-q.stopTrim:
 				return
 			case <-t.C:
-				if err := q.trimMapping(); err != nil {
+				if _, err := q.trimMapping(); err != nil {
 					q.log.Warn("drop the queue database's memory mapping", "err", err)
 				}
 			}
@@ -200,11 +205,27 @@ func (q *Queue) startTrimming(interval time.Duration) {
 
 // trimMapping drops the process's mapping of the database pages; the
 // kernel keeps them in its page cache. It runs inside a read transaction,
-// which keeps bbolt from remapping the file meanwhile.
-func (q *Queue) trimMapping() error {
-	return q.db.View(func(tx *bolt.Tx) error {
+// which keeps bbolt from remapping the file meanwhile. When no read
+// transaction is open and none has used a cursor or written a page since
+// the last trim, nothing can have been mapped in and it does nothing
+// (trimmed is false): an idle queue costs no transaction and no madvise
+// ten times a second. A long read (a listing of the whole queue) is still
+// trimmed while it runs.
+func (q *Queue) trimMapping() (trimmed bool, err error) {
+	st := q.db.Stats()
+	activity := st.TxStats.GetCursorCount() + st.TxStats.GetWrite()
+	if activity == q.trimmedAt && st.OpenTxN == 0 {
+		return false, nil
+	}
+	err = q.db.View(func(tx *bolt.Tx) error {
 		return dropMappedPages(q.db.Info().Data, tx.Size())
 	})
+	if err != nil {
+		return false, err
+	}
+	// The trim's own transaction uses no cursor, so it does not count.
+	q.trimmedAt = activity
+	return true, nil
 }
 
 // Close closes the database. Writers still open are not committed.

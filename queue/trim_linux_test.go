@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // rssFileKiB reads this process's file-backed resident memory.
@@ -61,8 +63,8 @@ func TestTrimMappingDropsResidentDatabasePages(t *testing.T) {
 		t.Fatalf("list: %d, %v", len(before), err)
 	}
 	full := rssFileKiB(t)
-	if err := q.trimMapping(); err != nil {
-		t.Fatal(err)
+	if did, err := q.trimMapping(); err != nil || !did {
+		t.Fatalf("trim after reads: trimmed %v, %v", did, err)
 	}
 	trimmed := rssFileKiB(t)
 	// 2000 records of 8 KB are at least 16 MB of mapped pages.
@@ -77,5 +79,70 @@ func TestTrimMappingDropsResidentDatabasePages(t *testing.T) {
 		if after[i].ID != before[i].ID || after[i].DSNEnvID != pad {
 			t.Fatalf("record %d changed by the trim", i)
 		}
+	}
+}
+
+// An idle queue is not trimmed again: no transaction, no madvise. Any read
+// or write in between makes the next tick trim.
+func TestTrimMappingSkipsIdleQueue(t *testing.T) {
+	q, err := Open(t.TempDir(), Options{TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	trim := func() bool {
+		t.Helper()
+		did, err := q.trimMapping()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return did
+	}
+	if !trim() {
+		t.Error("first trim skipped")
+	}
+	if trim() {
+		t.Error("trim of an idle queue not skipped")
+	}
+	m := &Message{From: "a@example.org", Recipients: []Recipient{{Addr: "b@example.com"}}}
+	if err := q.Enqueue(context.Background(), m, bytes.NewBufferString("x")); err != nil {
+		t.Fatal(err)
+	}
+	if !trim() {
+		t.Error("trim after a write skipped")
+	}
+	if trim() {
+		t.Error("second trim after a write not skipped")
+	}
+	if _, err := q.Get(m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if !trim() {
+		t.Error("trim after a read skipped")
+	}
+	if _, err := q.List(Filter{}); err != nil {
+		t.Fatal(err)
+	}
+	if !trim() {
+		t.Error("trim after a listing skipped")
+	}
+	// A read still under way may be mapping pages in: it is trimmed
+	// before it ends.
+	inView, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- q.db.View(func(*bolt.Tx) error {
+			close(inView)
+			<-release
+			return nil
+		})
+	}()
+	<-inView
+	if !trim() {
+		t.Error("trim during an open read transaction skipped")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
