@@ -1135,15 +1135,16 @@ func (q *Queue) Stats() (Stats, error) {
 			}
 			n := int64(binary.BigEndian.Uint64(v))
 			name := string(k)
-			switch {
-			case name == "messages":
+			if state, ok := strings.CutPrefix(name, counterState); ok {
+				s.Recipients[State(state)] = int(n)
+			} else if domain, ok := strings.CutPrefix(name, counterDomain); ok {
+				s.Domains[domain] = int(n)
+			}
+			switch name {
+			case counterMessages:
 				s.Messages = int(n)
-			case name == "bytes":
+			case counterBytes:
 				s.Bytes = n
-			case strings.HasPrefix(name, "state:"):
-				s.Recipients[State(strings.TrimPrefix(name, "state:"))] = int(n)
-			case strings.HasPrefix(name, "domain:"):
-				s.Domains[strings.TrimPrefix(name, "domain:")] = int(n)
 			}
 			return nil
 		})
@@ -1182,14 +1183,22 @@ func (q *Queue) Stats() (Stats, error) {
 // are applied in the transaction that changes the records.
 type counts map[string]int64
 
+// The names of the counters, or their prefixes.
+const (
+	counterMessages = "messages"
+	counterBytes    = "bytes"
+	counterState    = "state:"
+	counterDomain   = "domain:"
+)
+
 // add adds sign times m's share of the counters.
 func (c counts) add(m *Message, sign int64) {
-	c["messages"] += sign
-	c["bytes"] += sign * m.Size
+	c[counterMessages] += sign
+	c[counterBytes] += sign * m.Size
 	for _, r := range m.Recipients {
-		c["state:"+string(r.State)] += sign
+		c[counterState+string(r.State)] += sign
 		if !r.State.Final() {
-			c["domain:"+r.Domain()] += sign
+			c[counterDomain+r.Domain()] += sign
 		}
 	}
 }
