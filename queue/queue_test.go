@@ -628,3 +628,39 @@ func TestRetryWhereInBatches(t *testing.T) {
 		t.Errorf("%d messages due after retry all, want %d", len(got), n)
 	}
 }
+
+// Inline bodies arrive in key order and are never rewritten, so their pages
+// are packed fuller than bbolt's half-full default (bodiesFillPercent).
+// The bodies go in one transaction, as a group commit under load stores
+// many: bbolt splits a page that got one insert the same way whatever the
+// fill percent.
+func TestInlineBodiesPackedPages(t *testing.T) {
+	q, err := Open(t.TempDir(), Options{TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	body := []byte(strings.Repeat("b", 800))
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		b := bodiesBucket(tx)
+		for i := range 500 {
+			if err := b.Put(fmt.Appendf(nil, "%016d", i), body); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = q.db.View(func(tx *bolt.Tx) error {
+		st := tx.Bucket(bucketBodies).Stats()
+		if used := float64(st.LeafInuse) / float64(st.LeafAlloc); used < 0.75 {
+			t.Errorf("bodies' leaf pages %.0f%% used, want at least 75%% (%+v)", 100*used, st)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
