@@ -1153,16 +1153,15 @@ func (q *Queue) Stats() (Stats, error) {
 			}
 			n := int64(binary.BigEndian.Uint64(v))
 			name := string(k)
-			if state, ok := strings.CutPrefix(name, counterState); ok {
-				s.Recipients[State(state)] = int(n)
-			} else if domain, ok := strings.CutPrefix(name, counterDomain); ok {
-				s.Domains[domain] = int(n)
-			}
-			switch name {
-			case counterMessages:
+			switch {
+			case name == counterMessages:
 				s.Messages = int(n)
-			case counterBytes:
+			case name == counterBytes:
 				s.Bytes = n
+			case strings.HasPrefix(name, counterState):
+				s.Recipients[State(strings.TrimPrefix(name, counterState))] = int(n)
+			case strings.HasPrefix(name, counterDomain):
+				s.Domains[strings.TrimPrefix(name, counterDomain)] = int(n)
 			}
 			return nil
 		})
