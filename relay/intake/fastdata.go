@@ -115,11 +115,14 @@ func (c *dataConn) watch(b []byte) {
 			c.atDataEnd = false
 			return
 		}
-		isData := c.lineLen > len(c.prefix) && asciiEqualFold(c.prefix[:], "DATA")
+		// A line shorter than its four-letter prefix and the LF is no
+		// command that matters here.
+		whole := c.lineLen > len(c.prefix)
+		isData := whole && asciiEqualFold(c.prefix[:], "DATA")
 		if isData {
 			c.dataLines++
 		}
-		if c.lineLen > len(c.prefix) && (asciiEqualFold(c.prefix[:], "STAR") || asciiEqualFold(c.prefix[:], "BDAT")) {
+		if whole && (asciiEqualFold(c.prefix[:], "STAR") || asciiEqualFold(c.prefix[:], "BDAT")) {
 			// STARTTLS: from here go-smtp reads through TLS. BDAT
 			// (RFC 3030): go-smtp reads chunks that are not lines, and
 			// calls Data for them from another goroutine.

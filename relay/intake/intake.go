@@ -194,14 +194,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	ln = s.conns.Wrap(ln, smtpconn.ListenerOptions{Hostname: s.opts.Hostname, Greet: s.opts.TLS != TLSImplicit, Log: s.log,
 		OnRefuse: func() { s.metrics.Rejected(RejectConnectionLimit) }})
-	if s.opts.TLS != TLSImplicit {
-		ln = dataListener{Listener: ln, bufs: s.dataBufs}
-	}
 	if s.opts.TLS == TLSImplicit {
 		// The server's TLSConfig stays set so that go-smtp reports TLS
 		// state; STARTTLS is not offered on an already encrypted session.
 		s.smtp.TLSConfig = s.opts.TLSConfig
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
+	} else {
+		ln = dataListener{Listener: ln, bufs: s.dataBufs}
 	}
 	err := s.smtp.Serve(ln)
 	if errors.Is(err, smtp.ErrServerClosed) || s.listeners.Closed() {
